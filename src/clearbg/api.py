@@ -1,0 +1,158 @@
+"""The library's front door: ``remove()`` for one photo, ``Remover`` for many.
+
+``remove`` returns the kind it was given: bytes -> encoded bytes, PIL image -> PIL image,
+ndarray -> ndarray, path -> PIL image (or the written path when ``out`` is given).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from clearbg import imageio
+from clearbg.inference.compose import Canvas, Color, OutputOptions, compose, parse_color
+from clearbg.inference.predictor import Predictor
+from clearbg.models.registry import DEFAULT_MODEL
+
+ImageLike = str | Path | bytes | Image.Image | np.ndarray
+
+
+class Remover:
+    """A model loaded once, removing backgrounds from many photos in batches.
+
+    Args:
+        model: registry name (``u2netp`` default, ``u2net``) or a checkpoint path.
+        device, precision, batch_size: see ``Predictor``.
+        max_pixels: refuse photos larger than this (default ``CLEARBG_MAX_PIXELS`` or 100 MP).
+
+    Example:
+        >>> remover = Remover("u2netp")                                    # doctest: +SKIP
+        >>> cutouts = remover.remove_many(["a.jpg", "b.jpg"])              # doctest: +SKIP
+        >>> remover.remove("a.jpg", bg_color="#ffffff").save("a_white.jpg")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_MODEL,
+        *,
+        device: str | None = None,
+        precision: str = "auto",
+        batch_size: int = 4,
+        max_pixels: int | None = None,
+    ):
+        self.predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size)
+        self.max_pixels = max_pixels
+
+    def remove(self, image: ImageLike, **options: Any):
+        """Remove the background of one photo; see ``remove`` for the options."""
+        return self.remove_many([image], **options)[0]
+
+    def remove_many(
+        self,
+        images: Sequence[ImageLike],
+        *,
+        mask_only: bool = False,
+        bg_color: str | Color | None = None,
+        canvas: str | Canvas | None = None,
+        format: str = "png",
+        quality: int = 95,
+        out: str | Path | Sequence[str | Path] | None = None,
+    ) -> list:
+        """Remove backgrounds of several photos in one batch; results in input order."""
+        options = make_options(mask_only=mask_only, bg_color=bg_color, canvas=canvas)
+        decoded = [self._decode(image) for image in images]
+        results = [compose(im, prob, options) for im, prob in zip(decoded, self.predictor.predict(decoded))]
+        outs = [out] if isinstance(out, (str, Path)) else list(out or [None] * len(images))
+        return [
+            _as_input_kind(source, result, format, quality, target)
+            for source, result, target in zip(images, results, outs)
+        ]
+
+    def _decode(self, image: ImageLike) -> Image.Image:
+        if isinstance(image, np.ndarray):
+            image = _from_array(image)
+        if isinstance(image, Image.Image):
+            return imageio.normalise(image)
+        return imageio.open_image(image, max_pixels=self.max_pixels)
+
+
+def make_options(
+    *, mask_only: bool = False, bg_color: str | Color | None = None, canvas: str | Canvas | None = None
+) -> OutputOptions:
+    """Build ``OutputOptions`` from user-facing values (hex colours, ``"1000x1000"``)."""
+    color = parse_color(bg_color) if isinstance(bg_color, str) else bg_color
+    shop = Canvas.parse(canvas) if isinstance(canvas, str) else canvas
+    return OutputOptions(mask_only=mask_only, bg_color=color, canvas=shop)
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_remover(model: str, precision: str) -> Remover:
+    return Remover(model, precision=precision)
+
+
+def remove(
+    image: ImageLike,
+    *,
+    model: str = DEFAULT_MODEL,
+    mask_only: bool = False,
+    bg_color: str | Color | None = None,
+    canvas: str | Canvas | None = None,
+    format: str = "png",
+    quality: int = 95,
+    out: str | Path | None = None,
+    precision: str = "auto",
+    remover: Remover | None = None,
+):
+    """Remove the background of one photo.
+
+    Args:
+        image: a path, encoded bytes, a PIL image or an ndarray (H, W[, 3|4], uint8).
+        model: registry name or checkpoint path (ignored when ``remover`` is given). The
+            model is loaded once per process and reused by later calls.
+        mask_only: return the 8-bit mask (0 = background, 255 = product) instead of a cutout.
+        bg_color: put the product on a solid colour (``"#ffffff"``) instead of transparency.
+        canvas: centre the product on a uniform canvas, e.g. ``"1000x1000"`` or a ``Canvas``.
+        format, quality: encoding for bytes results and for ``out`` (png, jpg, webp).
+        out: write the result there (atomically) and return its path.
+        remover: a ``Remover`` to use instead of the shared one.
+
+    Returns:
+        The same kind as ``image``: bytes, PIL image or ndarray (RGBA cutout, RGB on a colour,
+        or L mask). A path gives a PIL image, or the written path when ``out`` is set.
+
+    Raises:
+        ImageError: the photo cannot be decoded (the message names it and says why).
+        ImageTooLarge: more pixels than the limit.
+        UnknownModel, WeightsNotFound: the model cannot be loaded.
+
+    Example:
+        >>> from clearbg import remove                                              # doctest: +SKIP
+        >>> remove("photo.jpg", bg_color="#ffffff", out="photo_white.jpg")         # doctest: +SKIP
+    """
+    remover = remover or _shared_remover(str(model), precision)
+    return remover.remove(
+        image, mask_only=mask_only, bg_color=bg_color, canvas=canvas, format=format, quality=quality, out=out
+    )
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise TypeError(f"ndarray images must be uint8, got {array.dtype}")
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
+        return Image.fromarray(array)
+    raise TypeError(f"ndarray images must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+
+
+def _as_input_kind(source: ImageLike, result: Image.Image, fmt: str, quality: int, out: str | Path | None):
+    if out is not None:
+        imageio.save_image(result, Path(out), fmt if Path(out).suffix == "" else None, quality=quality)
+        return Path(out)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return imageio.encode_image(result, fmt, quality=quality)
+    if isinstance(source, np.ndarray):
+        return np.asarray(result)
+    return result

@@ -1,0 +1,68 @@
+"""``clearbg remove INPUT... --out DIR``"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from clearbg.errors import ClearbgError
+from clearbg.models.registry import DEFAULT_MODEL
+
+
+@click.command("remove")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "out_dir", required=True, help="Output folder or s3:// prefix; writes <stem>.<format>.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name (u2netp, u2net) or checkpoint path.")
+@click.option("--mask", "mask_only", is_flag=True, help="Write the 8-bit greyscale mask instead of a cutout.")
+@click.option("--bg-color", default=None, help="Solid background instead of transparency, e.g. '#ffffff'.")
+@click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp"]), default="png", show_default=True)
+@click.option("--quality", default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--canvas", default=None, help="Centre the product on a uniform canvas, e.g. 1000x1000.")
+@click.option("--margin", default=0.05, show_default=True, help="Canvas margin as a fraction of its side.")
+@click.option("--batch-size", default=4, show_default=True, help="Photos per forward pass.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
+@click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
+@click.option("--skip-existing", is_flag=True, help="Leave photos whose output already exists (resume).")
+def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, canvas, margin, batch_size, precision, device, max_pixels, skip_existing):
+    """Remove the background of every photo in INPUT (files, folders, s3:// prefixes).
+
+    \b
+    Examples:
+      clearbg remove photos/ --out cutouts/
+      clearbg remove shoot.jpg --out web/ --bg-color '#ffffff' --format jpg
+      clearbg remove s3://studio/raw/ --out s3://studio/masks/ --mask
+    """
+    from clearbg.api import make_options
+    from clearbg.files import remove_files
+    from clearbg.inference.compose import Canvas
+    from clearbg.inference.predictor import Predictor
+
+    if fmt == "jpg" and bg_color is None and not mask_only:
+        bg_color = "#ffffff"  # JPEG has no alpha: a white background is what shops expect
+    try:
+        options = make_options(
+            mask_only=mask_only, bg_color=bg_color, canvas=Canvas.parse(canvas, margin) if canvas else None
+        )
+        predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size)
+    except (ClearbgError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    report = remove_files(
+        inputs, out_dir, predictor, options=options, fmt=fmt, quality=quality,
+        max_pixels=max_pixels, skip_existing=skip_existing,
+    )
+    done = len(report.written)
+    rate = done / report.seconds if report.seconds else 0.0
+    click.echo(
+        f"{done} written, {len(report.skipped)} already done, {len(report.failed)} failed "
+        f"in {report.seconds:.1f} s ({rate:.1f} img/s) -> {out_dir}",
+        err=True,
+    )
+    if not report.written and not report.skipped and not report.failed:
+        click.echo("no images found in the inputs", err=True)
+        sys.exit(1)
+    for failure in report.failed:
+        click.echo(f"FAILED {failure.uri}: {failure.reason}", err=True)
+    if report.failed:
+        sys.exit(1)

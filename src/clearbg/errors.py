@@ -1,0 +1,37 @@
+"""Every error clearbg raises on purpose: one root, one subclass per kind of problem.
+
+Messages name the input, say what was expected and what to do next. Lower-level errors are
+wrapped with ``raise ... from err`` so the cause stays visible.
+"""
+
+
+class ClearbgError(Exception):
+    """Root of all clearbg errors; catch this to handle any of them."""
+
+
+class ImageError(ClearbgError):
+    """An image could not be decoded: corrupt, truncated, unsupported or not an image."""
+
+
+class ImageTooLarge(ImageError):
+    """An image has more pixels than the configured limit (decompression-bomb guard)."""
+
+
+class StorageError(ClearbgError):
+    """A path or bucket could not be listed, read or written."""
+
+
+class UnknownModel(ClearbgError):
+    """A model name is not in the registry and is not a path to a checkpoint."""
+
+
+class WeightsNotFound(ClearbgError):
+    """Pretrained weights are not in the local cache yet."""
+
+
+class WeightsIntegrityError(ClearbgError):
+    """Downloaded weights do not match the sha256 recorded in the registry."""
+
+
+class CheckpointMismatch(ClearbgError):
+    """A state dict does not fit the model: missing, unexpected or wrongly shaped keys."""

@@ -1,0 +1,1 @@
+"""Running a model on photos (predictor) and turning its mask into shop images (compose)."""

@@ -1,0 +1,128 @@
+"""Loading weights: official ``.pth`` state dicts, our checkpoints, converted ONNX files.
+
+Official U2-Net checkpoints load with strict key checking. We accept the two variations seen in
+the wild: a ``module.`` prefix (saved from DataParallel/DDP) and present or absent
+``num_batches_tracked`` buffers (older PyTorch did not save them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clearbg.errors import CheckpointMismatch, UnknownModel
+
+_BN_COUNTER = "num_batches_tracked"
+
+
+def normalise_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Strip ``module.`` prefixes and reconcile ``num_batches_tracked`` with ``model``'s keys."""
+    out = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    expected = model.state_dict()
+    for key in list(out):
+        if key.endswith(_BN_COUNTER) and key not in expected:
+            del out[key]
+    for key, value in expected.items():
+        if key.endswith(_BN_COUNTER) and key not in out:
+            out[key] = torch.zeros_like(value)
+    return out
+
+
+def mismatches(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> list[str]:
+    """Human-readable list of every key that is missing, unexpected or of the wrong shape."""
+    expected = model.state_dict()
+    problems = [f"missing: {k} {tuple(v.shape)}" for k, v in expected.items() if k not in state_dict]
+    problems += [f"unexpected: {k} {tuple(v.shape)}" for k, v in state_dict.items() if k not in expected]
+    problems += [
+        f"shape: {k} is {tuple(v.shape)} in the checkpoint, {tuple(expected[k].shape)} in the model"
+        for k, v in state_dict.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    return problems
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
+    """Load ``state_dict`` into ``model`` with strict checking.
+
+    Raises:
+        CheckpointMismatch: listing every mismatched key (first 20, then a count).
+    """
+    fixed = normalise_state_dict(state_dict, model)
+    problems = mismatches(fixed, model)
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise CheckpointMismatch(
+            f"{source} does not fit {type(model).__name__} ({len(problems)} problems):\n  {shown}{more}"
+        )
+    model.load_state_dict(fixed, strict=True)
+    return model
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.pth`` (plain, or a checkpoint dict with ``model``/``state_dict``)
+    or from an official-layout ``.onnx`` file (converted on the fly)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        from clearbg.models.onnx_import import state_dict_from_onnx
+
+        return state_dict_from_onnx(path)[0]
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise UnknownModel(f"checkpoint not found: {path}") from err
+    except Exception as err:  # pickle errors, zip errors: all mean "not a checkpoint"
+        raise CheckpointMismatch(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise CheckpointMismatch(f"{path}: expected a state dict, found {type(obj).__name__}")
+    return obj
+
+
+def load_model_file(path: Path) -> tuple[nn.Module, str]:
+    """Build the registered architecture that ``path``'s state dict fits, and load it.
+
+    Returns:
+        (model, arch name).
+    """
+    from clearbg.models.registry import get_spec, list_models
+
+    if not Path(path).is_file():
+        raise UnknownModel(f"checkpoint not found: {path}")
+    if Path(path).suffix == ".onnx":
+        from clearbg.models.onnx_import import state_dict_from_onnx
+
+        state_dict, arch = state_dict_from_onnx(Path(path))
+        return load_state_dict_strict(get_spec(arch).builder(), state_dict, str(path)), arch
+    state_dict = load_state_dict_file(Path(path))
+    report = []
+    for arch in sorted({name.split(".")[0] for name in list_models()}):
+        model = get_spec(arch).builder()
+        problems = mismatches(normalise_state_dict(state_dict, model), model)
+        if not problems:
+            return load_state_dict_strict(model, state_dict, str(path)), arch
+        report.append(f"{arch}: {len(problems)} problems, e.g. {problems[0]}")
+    raise CheckpointMismatch(f"{path} fits no registered architecture:\n  " + "\n  ".join(report))
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm that follows a conv (``conv_s1``/``bn_s1``) into the conv.
+
+    Inference only: saves one full pass over every activation map (about a fifth of u2netp's
+    CPU time). Returns the same model, modified in place.
+    """
+    for module in model.modules():
+        conv, bn = getattr(module, "conv_s1", None), getattr(module, "bn_s1", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            with torch.no_grad():
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                conv.weight.mul_(scale[:, None, None, None])
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+            module.bn_s1 = nn.Identity()
+    return model

@@ -1,0 +1,161 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+# --------------------------------------------------------------------------- S3 (moto server)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _moto_server_executable() -> str:
+    # Prefer the one next to this interpreter: a venv's bin/ need not be on PATH.
+    beside = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("moto_server")
+    if found is None:
+        pytest.fail(
+            "moto_server not found (next to the Python interpreter or on PATH); "
+            "the S3 tests need a real server: pip install 'moto[server]'",
+            pytrace=False,
+        )
+    return found
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real moto S3 server on 127.0.0.1 for the whole session; yields its URL.
+
+    Sets dummy AWS credentials and CLEARBG_S3_ENDPOINT_URL for the session, and isolates
+    botocore from the developer's own ~/.aws config and profile.
+    """
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [_moto_server_executable(), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 15.0
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"moto_server exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                urllib.request.urlopen(endpoint, timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break  # any HTTP answer means it is up
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not answer on {endpoint} within 15 s:\n{log_path.read_text()}")
+                time.sleep(0.05)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+            mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            mp.setenv("CLEARBG_S3_ENDPOINT_URL", endpoint)
+            for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+                mp.delenv(name, raising=False)
+            empty = str(tmp_path_factory.mktemp("aws") / "none")
+            mp.setenv("AWS_CONFIG_FILE", empty)
+            mp.setenv("AWS_SHARED_CREDENTIALS_FILE", empty)
+            yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint: str):
+    """A plain boto3 S3 client on the moto server, to arrange and check state independently
+    of clearbg.storage."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, s3_client) -> Iterator[str]:
+    """A fresh, empty, uniquely named bucket; yields ``"s3://<bucket>"``."""
+    from clearbg.storage import get_filesystem
+
+    name = f"test-{uuid.uuid4().hex}"
+    s3_client.create_bucket(Bucket=name)
+    # s3fs instances are cached across tests; drop any listing they hold.
+    fs, _ = get_filesystem(f"s3://{name}")
+    fs.invalidate_cache()
+    yield f"s3://{name}"
+    fs.invalidate_cache()
+
+
+# --------------------------------------------------------------------------- shared test data
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> "pathlib.Path":
+    """The read-only photo + mask set in ``<workspace>/shared/data`` (see its README.md).
+
+    Located from this file (repo at ``<workspace>/main``), so tests work from any cwd.
+    """
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (root / "README.md").is_file():
+        pytest.fail(f"shared test data not found at {root}", pytrace=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared(shared_data) -> "pathlib.Path":
+    """``<workspace>/shared``: data/, reference/ (official checkpoint layouts)."""
+    return shared_data.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_pairs(shared_data) -> list[dict]:
+    """Rows of the ``tiny`` subset (fashion and cars) with absolute ``image``/``mask`` paths."""
+    import csv
+
+    with open(shared_data / "index.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["tiny"] == "1"]
+    for row in rows:
+        row["image"], row["mask"] = str(shared_data / row["image"]), str(shared_data / row["mask"])
+    return rows
+
+
+@pytest.fixture(scope="session")
+def fashion_photo(tiny_pairs):
+    """One real fashion photo (RGB PIL image) from the tiny subset."""
+    from PIL import Image
+
+    row = next(r for r in tiny_pairs if r["domain"] == "fashion")
+    return Image.open(row["image"]).convert("RGB")
