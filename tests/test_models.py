@@ -14,7 +14,8 @@ from clearbg.errors import CheckpointMismatch, UnknownModel, WeightsIntegrityErr
 from clearbg.models import create_model, get_spec, list_models
 from clearbg.models.download import cached_onnx, cached_weights, download
 from clearbg.models.onnx_import import conv_execution_order
-from clearbg.models.weights import fold_batchnorm, load_model_file, load_state_dict_strict
+from clearbg.inference.optimize import fold_batchnorm
+from clearbg.models.weights import load_model_file, load_state_dict_strict
 
 ARCHS = ["u2netp", "u2net"]
 

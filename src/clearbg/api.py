@@ -41,7 +41,7 @@ class Remover:
         *,
         device: str | None = None,
         precision: str = "auto",
-        batch_size: int = 4,
+        batch_size: int | None = None,
         max_pixels: int | None = None,
     ):
         self.predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size)
@@ -64,9 +64,18 @@ class Remover:
     ) -> list:
         """Remove backgrounds of several photos in one batch; results in input order."""
         options = make_options(mask_only=mask_only, bg_color=bg_color, canvas=canvas)
+        outs = [out] if isinstance(out, (str, Path)) else list(out or [None] * len(images))
+        if self.predictor.device.type == "cpu":
+            # One photo per core, every stage: decode, network, compose, encode.
+            def one(job):
+                source, target = job
+                image = self._decode(source)
+                result = compose(image, self.predictor.predict_one(image), options)
+                return _as_input_kind(source, result, format, quality, target)
+
+            return self.predictor.map(one, list(zip(images, outs)))
         decoded = [self._decode(image) for image in images]
         results = [compose(im, prob, options) for im, prob in zip(decoded, self.predictor.predict(decoded))]
-        outs = [out] if isinstance(out, (str, Path)) else list(out or [None] * len(images))
         return [
             _as_input_kind(source, result, format, quality, target)
             for source, result, target in zip(images, results, outs)

@@ -7,20 +7,20 @@ import sys
 import click
 
 from clearbg.errors import ClearbgError
-from clearbg.models.registry import DEFAULT_MODEL
+from clearbg.models.registry import DEFAULT_MODEL, model_choices
 
 
 @click.command("remove")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, help="Output folder or s3:// prefix; writes <stem>.<format>.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name (u2netp, u2net) or checkpoint path.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=f"Registry name ({', '.join(model_choices())}) or a .pth/.onnx checkpoint path.")
 @click.option("--mask", "mask_only", is_flag=True, help="Write the 8-bit greyscale mask instead of a cutout.")
 @click.option("--bg-color", default=None, help="Solid background instead of transparency, e.g. '#ffffff'.")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp"]), default="png", show_default=True)
 @click.option("--quality", default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--canvas", default=None, help="Centre the product on a uniform canvas, e.g. 1000x1000.")
 @click.option("--margin", default=0.05, show_default=True, help="Canvas margin as a fraction of its side.")
-@click.option("--batch-size", default=4, show_default=True, help="Photos per forward pass.")
+@click.option("--batch-size", type=int, default=None, help="Photos per batch (default: cores on CPU, 8 on GPU).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
@@ -63,6 +63,7 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
         click.echo("no images found in the inputs", err=True)
         sys.exit(1)
     for failure in report.failed:
-        click.echo(f"FAILED {failure.uri}: {failure.reason}", err=True)
+        reason = failure.reason if failure.reason.startswith(failure.uri) else f"{failure.uri}: {failure.reason}"
+        click.echo(f"FAILED {reason}", err=True)
     if report.failed:
         sys.exit(1)

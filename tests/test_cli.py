@@ -1,0 +1,148 @@
+"""``clearbg remove``: the CLI contract external checks rely on, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from clearbg.cli import cli
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "clearbg", *args], capture_output=True, text=True, env=env or os.environ.copy(), timeout=300
+    )
+
+
+@pytest.fixture
+def photo_folder(tmp_path, tiny_pairs):
+    """Three real photos in nested folders, plus a truncated JPEG and a text file."""
+    folder = tmp_path / "in"
+    (folder / "shoes").mkdir(parents=True)
+    fashion = [r for r in tiny_pairs if r["domain"] == "fashion"][:2]
+    car = next(r for r in tiny_pairs if r["domain"] == "cars")
+    shutil.copy(fashion[0]["image"], folder / "a.jpg")
+    shutil.copy(fashion[1]["image"], folder / "shoes" / "b.jpg")
+    shutil.copy(car["image"], folder / "c.png")
+    data = Path(fashion[0]["image"]).read_bytes()
+    (folder / "broken.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "notes.txt").write_text("not a photo")
+    return folder
+
+
+def test_remove_writes_each_good_photo_and_reports_bad_ones_with_nonzero_exit(photo_folder, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("remove", str(photo_folder), "--out", str(out))
+    assert result.returncode != 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert "broken.jpg" in result.stderr and "truncated" in result.stderr
+    assert "3 written" in result.stderr and "1 failed" in result.stderr
+    for name, source in [("a", photo_folder / "a.jpg"), ("c", photo_folder / "c.png")]:
+        cut = Image.open(out / f"{name}.png")
+        assert cut.mode == "RGBA" and cut.size == Image.open(source).size
+
+
+def test_mask_option_writes_8_bit_greyscale_masks_of_the_input_size(tiny_pairs, tmp_path):
+    row = next(r for r in tiny_pairs if r["domain"] == "fashion")
+    result = run_cli("remove", row["image"], "--out", str(tmp_path), "--mask")
+    assert result.returncode == 0, result.stderr
+    mask = Image.open(tmp_path / f"{Path(row['image']).stem}.png")
+    assert mask.mode == "L" and mask.size == Image.open(row["image"]).size
+    values = np.asarray(mask)
+    assert values.min() == 0 and values.max() == 255
+
+
+def test_mask_of_an_exif_rotated_jpeg_comes_out_upright(fashion_photo, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored rotated 90 CW; viewers rotate it back
+    fashion_photo.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "turned.jpg", quality=98, exif=exif)
+    result = CliRunner().invoke(cli, ["remove", str(tmp_path / "turned.jpg"), "--out", str(tmp_path / "o"), "--mask"])
+    assert result.exit_code == 0, result.output
+    mask = np.asarray(Image.open(tmp_path / "o" / "turned.png")) >= 128
+    assert mask.shape == (fashion_photo.height, fashion_photo.width)
+    # The person stands upright: the mask is taller than wide and its feet reach the bottom half.
+    ys, xs = np.nonzero(mask)
+    assert ys.max() - ys.min() > 1.5 * (xs.max() - xs.min())
+
+
+def test_white_background_jpeg(fashion_photo, tmp_path):
+    fashion_photo.save(tmp_path / "p.png")
+    args = ["remove", str(tmp_path / "p.png"), "--out", str(tmp_path / "o"), "--bg-color", "#ffffff", "--format", "jpg"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    out = Image.open(tmp_path / "o" / "p.jpg")
+    assert out.format == "JPEG" and out.mode == "RGB" and out.size == fashion_photo.size
+    assert min(out.getpixel((2, 2))) > 245  # the street corner is now white
+
+
+def test_shop_canvas_option(fashion_photo, tmp_path):
+    fashion_photo.save(tmp_path / "p.jpg")
+    args = ["remove", str(tmp_path / "p.jpg"), "--out", str(tmp_path / "o"), "--canvas", "600x800", "--format", "webp"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    out = Image.open(tmp_path / "o" / "p.webp")
+    assert out.size == (600, 800) and out.mode == "RGBA"
+
+
+def test_skip_existing_resumes_without_redoing_work(photo_folder, tmp_path):
+    out = tmp_path / "out"
+    (photo_folder / "broken.jpg").unlink()
+    runner = CliRunner()
+    assert runner.invoke(cli, ["remove", str(photo_folder), "--out", str(out)]).exit_code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    second = runner.invoke(cli, ["remove", str(photo_folder), "--out", str(out), "--skip-existing"])
+    assert second.exit_code == 0 and "3 already done" in second.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_missing_input_and_empty_folder_fail_clearly(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["remove", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert missing.exit_code != 0 and "no such file or folder" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(cli, ["remove", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert empty.exit_code != 0 and "no images found" in empty.output
+
+
+def test_unknown_model_and_missing_weights_say_what_to_do(tmp_path):
+    runner = CliRunner()
+    unknown = runner.invoke(cli, ["remove", str(tmp_path), "--out", str(tmp_path), "--model", "u3net"])
+    assert unknown.exit_code != 0 and "known models" in unknown.output
+    env = {"CLEARBG_HOME": str(tmp_path / "empty-cache")}
+    missing = runner.invoke(cli, ["remove", str(tmp_path), "--out", str(tmp_path)], env=env)
+    assert missing.exit_code != 0 and "clearbg download" in missing.output
+
+
+def test_model_given_as_a_checkpoint_path(fashion_photo, tmp_path):
+    from clearbg.models.download import cached_weights
+    from clearbg.models.registry import get_spec
+
+    checkpoint = tmp_path / "mine.pth"
+    shutil.copy(cached_weights(get_spec("u2netp")), checkpoint)
+    fashion_photo.save(tmp_path / "p.jpg")
+    result = CliRunner().invoke(cli, ["remove", str(tmp_path / "p.jpg"), "--out", str(tmp_path / "o"), "--model", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o" / "p.png").is_file()
+
+
+def test_s3_prefix_in_and_out_against_a_real_s3_server(s3_bucket, s3_client, tiny_pairs, tmp_path):
+    bucket = s3_bucket.removeprefix("s3://")
+    rows = [r for r in tiny_pairs if r["domain"] == "fashion"][:2]
+    for i, row in enumerate(rows):
+        s3_client.put_object(Bucket=bucket, Key=f"raw/day{i}/{Path(row['image']).name}", Body=Path(row["image"]).read_bytes())
+    s3_client.put_object(Bucket=bucket, Key="raw/bad.jpg", Body=b"garbage")
+    result = run_cli("remove", f"{s3_bucket}/raw", "--out", f"{s3_bucket}/masks", "--mask")
+    assert result.returncode != 0 and "bad.jpg" in result.stderr
+    keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket, Prefix="masks/")["Contents"])
+    assert keys == sorted(f"masks/{Path(r['image']).stem}.png" for r in rows)
+    body = s3_client.get_object(Bucket=bucket, Key=keys[0])["Body"].read()
+    (tmp_path / "m.png").write_bytes(body)
+    assert Image.open(tmp_path / "m.png").mode == "L"
