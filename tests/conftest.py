@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
@@ -121,12 +122,11 @@ def s3_bucket(s3_endpoint: str, s3_client) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> "pathlib.Path":
+def shared_data() -> pathlib.Path:
     """The read-only photo + mask set in ``<workspace>/shared/data`` (see its README.md).
 
     Located from this file (repo at ``<workspace>/main``), so tests work from any cwd.
     """
-    import pathlib
 
     root = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
     if not (root / "README.md").is_file():
@@ -135,7 +135,7 @@ def shared_data() -> "pathlib.Path":
 
 
 @pytest.fixture(scope="session")
-def shared(shared_data) -> "pathlib.Path":
+def shared(shared_data) -> pathlib.Path:
     """``<workspace>/shared``: data/, reference/ (official checkpoint layouts)."""
     return shared_data.parent
 

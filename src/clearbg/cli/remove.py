@@ -7,6 +7,7 @@ import sys
 import click
 
 from clearbg.errors import ClearbgError
+from clearbg.inference.predictor import PRECISIONS
 from clearbg.models.registry import DEFAULT_MODEL, model_choices
 
 
@@ -21,7 +22,8 @@ from clearbg.models.registry import DEFAULT_MODEL, model_choices
 @click.option("--canvas", default=None, help="Centre the product on a uniform canvas, e.g. 1000x1000.")
 @click.option("--margin", default=0.05, show_default=True, help="Canvas margin as a fraction of its side.")
 @click.option("--batch-size", type=int, default=None, help="Photos per batch (default: cores on CPU, 8 on GPU).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="auto: bf16 on CPUs with native bf16, fp16 on GPU, else fp32.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
 @click.option("--skip-existing", is_flag=True, help="Leave photos whose output already exists (resume).")

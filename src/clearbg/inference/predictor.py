@@ -80,7 +80,6 @@ class Predictor:
             module, self.spec = copy.deepcopy(model), spec or get_spec(DEFAULT_MODEL)
         else:
             module, self.spec = _load(model)
-        self.name = str(model) if not isinstance(model, nn.Module) else self.spec.name
         module = optimize_for_inference(module, self.device)
         self.module = module.to(self.device, self.dtype, memory_format=torch.channels_last)
         self._pool: ThreadPoolExecutor | None = None

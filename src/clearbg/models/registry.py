@@ -126,11 +126,6 @@ def get_spec(name: str) -> ModelSpec:
     return _SPECS[key]
 
 
-def spec_for_arch(arch: str) -> ModelSpec:
-    """The default spec of an architecture (used for checkpoints given by path)."""
-    return get_spec(arch)
-
-
 def create_model(name: str | Path = DEFAULT_MODEL, pretrained: bool = True) -> nn.Module:
     """Build a registered model, or load a checkpoint file, ready for ``eval()``.
 
