@@ -4,8 +4,31 @@
 >>> clearbg.remove("photo.jpg", bg_color="#ffffff", out="web.jpg")   # doctest: +SKIP
 """
 
-from clearbg.api import Remover, remove
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from clearbg.errors import ClearbgError
-from clearbg.models import create_model, get_spec, list_models
 
 __all__ = ["ClearbgError", "Remover", "create_model", "get_spec", "list_models", "remove"]
+
+# The model-side names pull in PyTorch (~1.5 s); data-only work (prepare, its worker
+# processes) should not pay for it, so they load on first use.
+_LAZY = {
+    "Remover": "clearbg.api",
+    "remove": "clearbg.api",
+    "create_model": "clearbg.models",
+    "get_spec": "clearbg.models",
+    "list_models": "clearbg.models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'clearbg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

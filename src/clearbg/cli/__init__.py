@@ -1,23 +1,42 @@
-"""``clearbg`` command line: a thin layer over the library, one file per command."""
+"""``clearbg`` command line: a thin layer over the library, one file per command.
+
+Commands are imported when called, so ``clearbg prepare`` does not pay for PyTorch.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from clearbg.cli.download import download_command
-from clearbg.cli.models import models_command
-from clearbg.cli.remove import remove_command
+# name -> "module:function" of each command
+COMMANDS = {
+    "remove": "clearbg.cli.remove:remove_command",
+    "download": "clearbg.cli.download:download_command",
+    "models": "clearbg.cli.models:models_command",
+    "prepare": "clearbg.cli.prepare:prepare_command",
+    "cluster": "clearbg.cli.cluster:cluster_command",
+    "augment-preview": "clearbg.cli.augment_preview:augment_preview_command",
+    "tune": "clearbg.cli.tune:tune_command",
+    "train": "clearbg.cli.train:train_command",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="clearbg")
 def cli() -> None:
     """clearbg: background removal for product photos, from data to serving."""
-
-
-cli.add_command(remove_command)
-cli.add_command(download_command)
-cli.add_command(models_command)
 
 
 def main() -> None:

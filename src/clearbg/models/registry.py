@@ -14,6 +14,7 @@ from torch import nn
 
 from clearbg.errors import UnknownModel
 from clearbg.models import u2net as _u2net
+from clearbg.models import unet as _unet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,6 +97,17 @@ register(ModelSpec(
     ),
     license="Apache-2.0",
     source="xuebinqin/U-2-Net u2net.pth (DUTS-TR), as ONNX with BatchNorm folded",
+))
+
+register(ModelSpec(
+    name="unet.scratch",
+    builder=_unet.unet,
+    input_size=320,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    weights=None,  # no released weights: train it (`clearbg train --model unet --init scratch`)
+    license="none (architecture only)",
+    source="Ronneberger et al. 2015 U-Net as in the Carvana seed (64..512 wide, transposed-conv upsampling)",
 ))
 
 DEFAULT_MODEL = "u2netp"

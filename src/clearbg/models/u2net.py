@@ -95,7 +95,9 @@ class U2Net(nn.Module):
 
     ``forward`` returns seven probability maps (already through a sigmoid), each (B, 1, H, W):
     the fused ``d0`` first, then the side outputs ``d1 .. d6``, as the official model does.
-    Pass ``fused_only=True`` for inference to return ``d0`` alone.
+    Pass ``fused_only=True`` for inference to return ``d0`` alone, and ``logits=True`` for the
+    maps before the sigmoid (training: ``BCEWithLogits`` is exact and safe under fp16/bf16
+    autocast, where a sigmoid followed by ``BCELoss`` is neither).
 
     Args:
         stages: (in, mid, out) channels of stage1..stage6 and stage5d..stage1d.
@@ -118,7 +120,7 @@ class U2Net(nn.Module):
             setattr(self, f"side{i}", nn.Conv2d(ch, out_ch, 3, padding=1))
         self.outconv = nn.Conv2d(6 * out_ch, out_ch, 1)
 
-    def forward(self, x: torch.Tensor, fused_only: bool = False):
+    def forward(self, x: torch.Tensor, fused_only: bool = False, logits: bool = False):
         enc = [self.stage1(x)]  # hx1 .. hx6
         for i in range(2, 7):
             pooled = F.max_pool2d(enc[-1], 2, stride=2, ceil_mode=True)
@@ -132,7 +134,9 @@ class U2Net(nn.Module):
         sides = [d1] + [_upsample_like(getattr(self, f"side{i}")(dec[i]), d1) for i in range(2, 7)]
         d0 = self.outconv(torch.cat(sides, 1))
         if fused_only:
-            return torch.sigmoid(d0)
+            return d0 if logits else torch.sigmoid(d0)
+        if logits:
+            return (d0, *sides)
         return tuple(torch.sigmoid(d) for d in [d0, *sides])
 
 

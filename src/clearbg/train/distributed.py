@@ -1,0 +1,252 @@
+"""Process-group plumbing for training: one process, torchrun / DDP, or Spark's TorchDistributor.
+
+The training loop calls :func:`setup_distributed` itself, so the same ``clearbg.train.loop.train``
+runs unchanged in a plain Python process (world size 1, no process group), under ``torchrun``
+(which sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT) and under
+``pyspark.ml.torch.distributor.TorchDistributor`` (which launches torchrun itself). Backends:
+gloo on CPU, NCCL on CUDA. Metrics are reduced as sums of counts (:func:`all_reduce_sum`), never
+as averages of per-rank averages.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+
+from clearbg.errors import ClearbgError
+
+if TYPE_CHECKING:  # the loop and config import this module; keep the import graph one-way
+    from pyspark.sql import SparkSession
+
+    from clearbg.train.config import TrainConfig
+    from clearbg.train.loop import TrainResult
+
+# gloo's default is 30 min; a peer that died mid-collective should fail the survivors well before
+# that so torchrun's elastic agent can restart the group (it also tears them down itself).
+_TIMEOUT = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in the job.
+
+    Attributes:
+        rank: global rank, 0 .. world_size - 1 (0 without a process group).
+        world_size: number of processes in the job (1 without torchrun).
+        local_rank: rank on this machine; selects the GPU.
+        device: the device this process trains on.
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the only process that writes checkpoints and tracking."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when a process group with more than one member is active."""
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ClearbgError(f"environment variable {name}={value!r} must be an integer (set by torchrun)") from err
+
+
+def _resolve_device(device: str | None, local_rank: int) -> torch.device:
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ClearbgError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or leave it unset") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ClearbgError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
+        if dev.index is None:  # one GPU per local rank
+            dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return dev
+
+
+def setup_distributed(device: str | None = None) -> DistEnv:
+    """Join the process group described by torchrun's environment, or run alone without one.
+
+    Reads RANK, WORLD_SIZE, LOCAL_RANK (and MASTER_ADDR / MASTER_PORT through ``env://``), as set
+    by ``torchrun`` and by Spark's ``TorchDistributor``. With WORLD_SIZE unset or 1 no process
+    group is created. The backend is gloo for CPU and NCCL for CUDA. Calling it again joins no
+    second group (idempotent), so the loop and its callers may both call it; the device is resolved
+    on every call, so in-process runs (Optuna trials, tests) may each pick their own.
+
+    Args:
+        device: "cpu", "cuda", "cuda:N", or None / "auto" (CUDA GPU ``local_rank`` if present,
+            else CPU). A bare "cuda" picks the GPU of this process's local rank.
+
+    Returns:
+        The rank, world size, local rank and device of this process.
+
+    Raises:
+        ClearbgError: bad torchrun variables, MASTER_ADDR missing, or CUDA asked for without a GPU.
+
+    Example:
+        >>> env = setup_distributed("cpu")
+        >>> env.world_size, env.is_main
+        (1, True)
+    """
+    rank = _env_int("RANK", 0)
+    world_size = _env_int("WORLD_SIZE", 1)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    dev = _resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if not os.environ.get(name):
+                raise ClearbgError(
+                    f"WORLD_SIZE={world_size} but {name} is not set; launch with torchrun "
+                    "(python -m torch.distributed.run --nproc_per_node N -m clearbg.train ...)"
+                )
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
+                                timeout=_TIMEOUT)
+    if dist.is_initialized():  # ours from an earlier call, or the caller's: trust it over the environment
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all ranks in place and return it; the identity with one process.
+
+    Use it for counts (true positives, pixels, images), then divide: the reduced IoU is then the
+    IoU of all images, not a mean of per-rank means. Under NCCL a CPU tensor is moved to the GPU
+    for the collective and copied back.
+
+    Args:
+        t: a tensor of the same shape and dtype on every rank.
+
+    Returns:
+        ``t`` itself, now holding the sum over ranks.
+
+    Example:
+        >>> all_reduce_sum(torch.tensor([3.0, 4.0]))  # one process: unchanged
+        tensor([3., 4.])
+    """
+    if not _active():
+        return t
+    if dist.get_backend() == "nccl" and t.device.type != "cuda":
+        on_gpu = t.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+        t.copy_(on_gpu)
+        return t
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op with one process)."""
+    if _active():
+        dist.barrier()
+
+
+def is_main() -> bool:
+    """True on rank 0 (or without a process group): the process that writes files and tracking."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return _env_int("RANK", 0) == 0
+
+
+def cleanup() -> None:
+    """Leave the process group (if any); safe to call twice."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- Spark
+
+
+def _train_on_worker(config_dict: dict[str, Any]) -> TrainResult:
+    # Runs inside each TorchDistributor process (a torchrun worker); pickled by cloudpickle, so it
+    # must be a module-level function that imports what it needs.
+    from clearbg.train.config import TrainConfig
+    from clearbg.train.loop import train
+
+    config = TrainConfig.from_dict(config_dict)
+    try:
+        return train(config)
+    finally:
+        cleanup()
+
+
+def _local_spark() -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    # Without these Spark's Python workers would use the system interpreter, which may lack
+    # torch and clearbg.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    return (
+        SparkSession.builder.master("local[2]")
+        .appName("clearbg-train")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+
+
+def run_on_spark(config: TrainConfig, num_processes: int, use_gpu: bool = False,
+                 spark: SparkSession | None = None) -> TrainResult:
+    """Run :func:`clearbg.train.loop.train` on Spark with ``TorchDistributor`` (local mode).
+
+    Each of ``num_processes`` workers rebuilds the config and calls the same training function
+    as the CLI and torchrun; they form a gloo (CPU) or NCCL (``use_gpu``) group. With
+    ``spark=None`` a local[2] SparkSession bound to 127.0.0.1 (UI off) is started and stopped.
+
+    Args:
+        config: the training config (must be picklable through ``to_dict``).
+        num_processes: number of training processes (one per GPU with ``use_gpu``).
+        use_gpu: train on CUDA with NCCL; each process gets one GPU.
+        spark: an active SparkSession to use (left running), or None for a local one.
+
+    Returns:
+        Rank 0's :class:`~clearbg.train.loop.TrainResult`.
+
+    Raises:
+        ClearbgError: ``num_processes`` < 1.
+
+    Example:
+        >>> result = run_on_spark(load_config(overrides=["data=ds", "max_steps=2"]), num_processes=2)
+    """
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    if num_processes < 1:
+        raise ClearbgError(f"num_processes must be >= 1, got {num_processes}")
+    own = spark is None
+    session = _local_spark() if own else spark
+    try:
+        distributor = TorchDistributor(num_processes=num_processes, local_mode=True, use_gpu=use_gpu)
+        return distributor.run(_train_on_worker, config.to_dict())
+    finally:
+        if own:
+            session.stop()
