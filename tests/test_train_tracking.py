@@ -36,19 +36,29 @@ from mlflow import MlflowClient  # noqa: E402
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, shared_data) -> str:
-    """16 train + 8 val real fashion pairs at 64x64 (the tiny subset, splits assigned here)."""
+    """8 train + 4 val real fashion pairs at 64x64 (the tiny subset, splits assigned here)."""
     from clearbg.data.prepare import PrepareConfig, prepare_dataset
 
     root = shared_data / "fashion"
     rows = pd.read_csv(root / "manifest.csv")
-    rows = rows[rows["tiny"] == 1].sort_values("id").head(24).reset_index(drop=True)
+    rows = rows[rows["tiny"] == 1].sort_values("id").head(12).reset_index(drop=True)
     rows["image"] = [str(root / p) for p in rows["image"]]
     rows["mask"] = [str(root / p) for p in rows["mask"]]
-    rows["split"] = ["train"] * 16 + ["val"] * 8
+    rows["split"] = ["train"] * 8 + ["val"] * 4
     work = tmp_path_factory.mktemp("tracking-data")
     rows.to_csv(work / "pairs.csv", index=False)
     prepare_dataset(str(work / "pairs.csv"), str(work / "ds"), PrepareConfig(sizes=[(64, 64)]), workers=1)
     return str(work / "ds")
+
+
+@pytest.fixture
+def one_thread():
+    """Train with one intra-op thread: with other processes busy on the 2 cores, two OpenMP
+    threads spin against each other and a step takes ~10x longer (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -73,37 +83,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory, empty_store):
-    """A real ``mlflow server`` on a loopback port (SQLite backend, artifacts proxied to a local
-    folder). Yields (url, artifacts folder); stopped by its PID (its process group) afterwards."""
+@pytest.fixture(scope="module", autouse=True)
+def _server_process(tmp_path_factory):
+    """Launch a real ``mlflow server`` on a loopback port as the module starts, so its ~7 s boot
+    (schema migrations included) overlaps the other tests; ``mlflow_server`` waits for it.
+    SQLite backend, artifacts proxied into a local folder. Stopped by its PID afterwards."""
     work = tmp_path_factory.mktemp("mlflow-server")
-    shutil.copy(empty_store, work / "mlflow.db")
-    artifacts = work / "artifacts"
     port = _free_port()
     exe = Path(sys.executable).with_name("mlflow")
     cmd = [str(exe) if exe.exists() else "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
-           "--artifacts-destination", str(artifacts)]
+           "--artifacts-destination", str(work / "artifacts")]
     log = open(work / "server.log", "wb")
-    # Its own process group: `mlflow server` starts uvicorn (and a job runner) as children.
+    # Its own process group: `mlflow server` runs uvicorn (and a job runner) as child processes.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(work / 'server.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy within 90 s:\n{(work / 'server.log').read_text()}")
-            time.sleep(0.2)
-        yield url, artifacts
+        yield proc, f"http://127.0.0.1:{port}", work
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -114,9 +109,28 @@ def mlflow_server(tmp_path_factory, empty_store):
         log.close()
 
 
+@pytest.fixture
+def mlflow_server(_server_process):
+    """(url, artifacts folder) of the real server, once /health answers."""
+    proc, url, work = _server_process
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(work / 'server.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                if response.status == 200:
+                    return url, work / "artifacts"
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"mlflow server not healthy within 120 s:\n{(work / 'server.log').read_text()}")
+        time.sleep(0.2)
+
+
 def _config(dataset: str, out: Path, *extra: str):
     return load_config(None, [
-        f"data={dataset}", f"out={out}", "model=u2netp", "init=scratch", "size=64", "batch_size=8",
+        f"data={dataset}", f"out={out}", "model=u2netp", "init=scratch", "size=64", "batch_size=4",
         "epochs=2", "workers=0", "warmup_steps=0", "device=cpu", "precision=fp32", *extra,
     ])
 
@@ -137,7 +151,7 @@ def _val_photo(dataset: str) -> torch.Tensor:
 # --------------------------------------------------------------------------- the real loop
 
 
-def test_training_run_is_read_back_from_the_default_sqlite_store(dataset, out):
+def test_training_run_is_read_back_from_the_default_sqlite_store(dataset, out, one_thread):
     from clearbg.train.loop import train
 
     config = _config(dataset, out, "run_name=tracked", "loss.iou=0.5")
@@ -196,7 +210,7 @@ def test_training_run_is_read_back_from_the_default_sqlite_store(dataset, out):
     assert events.Tags()["images"], "no image grid in TensorBoard"
 
 
-def test_training_against_a_real_mlflow_server(dataset, tmp_path, mlflow_server):
+def test_training_against_a_real_mlflow_server(dataset, tmp_path, mlflow_server, one_thread):
     from clearbg.train.loop import train
 
     url, artifacts = mlflow_server
@@ -256,14 +270,18 @@ def test_interrupted_run_is_continued_and_children_nest(out):
     assert run.data.metrics["val/iou/shorts _ tops"] == 0.5  # cluster name made legal for MLflow
     assert json.loads((out / "run" / RUN_FILE).read_text())["run_id"] == first.run_id
 
-    # A finished run is not reopened; resume=never always opens a new one.
+    # A finished run is not reopened, nor a pruned (KILLED) one; resume=never always opens a new one.
     fresh = Tracker(config, out / "run")
     fresh.start(config.to_dict())
     assert fresh.run_id != first.run_id and not fresh.resumed
     fresh.end("KILLED")
+    after_pruned = Tracker(config, out / "run")
+    after_pruned.start()
+    assert after_pruned.run_id != fresh.run_id
+    after_pruned.end("FAILED")
     never = Tracker(load_config(None, [f"data={out}", f"out={out}", "tensorboard=false", "resume=never"]), out / "run")
-    never.start()
-    assert never.run_id not in (first.run_id, fresh.run_id)
+    never.start()  # the FAILED run would be continued by default, but not with resume=never
+    assert never.run_id not in (first.run_id, fresh.run_id, after_pruned.run_id)
 
     # Optuna trials: child runs under a parent.
     child = Tracker(config, out / "trial-0", parent_run_id=never.run_id)

@@ -93,7 +93,7 @@ def _print_result(result: dict) -> None:
     if clusters:
         click.echo("last val IoU per cluster: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(clusters.items())))
     click.echo(
-        f"{result['steps']} steps, {result['epochs']} epochs, {result['images_per_second']:.1f} img/s; "
+        f"{result['steps']} steps, {result['epochs']} epoch(s), {result['images_per_second']:.1f} img/s; "
         f"last checkpoint {result['last_checkpoint']}"
     )
 

@@ -70,10 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from clearbg.train.distributed import cleanup, is_main
 
     args = parse_args(argv)
-    # Rank 0 tells the story (new run / resuming at step N / epoch lines); the others only warn.
-    rank = os.environ.get("RANK", "0")
-    logging.basicConfig(level=logging.INFO if rank == "0" else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s")
     try:
         config = build_config(args)
         from clearbg.train.loop import train
@@ -97,5 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _configure_logging() -> None:
+    # Rank 0 tells the story (new run / resuming at step N / epoch lines); the others only warn.
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(level=logging.INFO if rank == "0" else logging.WARNING,
+                        format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s")
+
+
 if __name__ == "__main__":
+    _configure_logging()
     sys.exit(main())

@@ -82,7 +82,7 @@ class TrainConfig:
     scheduler: str = "cosine"  # after warm-up: "cosine" to 0 | "plateau" (halve on flat val IoU) | "none"
     warmup_steps: int = 100  # linear warm-up from lr/100 over this many steps (capped at a tenth of the run)
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
-    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16" (fp16 on CUDA only); auto: see loop.py
+    precision: str = "auto"  # "auto" (bf16 on GPUs and AMX CPUs, else fp16 on GPU, fp32 on CPU) | "fp32" | "bf16" | "fp16" (CUDA)
     channels_last: bool = True  # NHWC activations: faster convolutions with oneDNN and cuDNN
     loss: LossConfig = field(default_factory=LossConfig)  # loss term weights
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # on-the-fly augmentation (clearbg.data.augment)

@@ -86,6 +86,28 @@ def _resolve_device(device: str | None, local_rank: int) -> torch.device:
     return dev
 
 
+def _restart_scoped_store(world_size: int) -> dist.Store | None:
+    """The torchrun agent's key-value store, with a key space of its own for this restart attempt.
+
+    torchrun shares its rendezvous TCPStore with the workers and keeps it across elastic
+    restarts, but the process group writes the same keys in every attempt (each rank's gloo
+    address). After a restart a worker can read a dead peer's address from the failed attempt and
+    fail with "Gloo connectFullMesh failed ... Connection refused" (about half of the restarts in
+    tests/test_train_distributed.py failed so before this).
+    TORCHELASTIC_RESTART_COUNT counts restarts of this node's worker group, so it is the same on
+    every rank only when the whole job runs on this node; across nodes, launch torchrun with
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 instead (a fresh store per attempt).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    if _env_int("LOCAL_WORLD_SIZE", -1) != world_size:
+        return None
+    attempt = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], _env_int("MASTER_PORT", 0), world_size, is_master=False,
+                          timeout=_TIMEOUT)
+    return dist.PrefixStore(f"clearbg/attempt_{attempt}", store)
+
+
 def setup_distributed(device: str | None = None) -> DistEnv:
     """Join the process group described by torchrun's environment, or run alone without one.
 
@@ -124,8 +146,12 @@ def setup_distributed(device: str | None = None) -> DistEnv:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
-                                timeout=_TIMEOUT)
+        store = _restart_scoped_store(world_size)
+        if store is None:
+            dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
+                                    timeout=_TIMEOUT)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=_TIMEOUT)
     if dist.is_initialized():  # ours from an earlier call, or the caller's: trust it over the environment
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
@@ -161,6 +187,28 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
         return t
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank; no-op alone.
+
+    DDP broadcasts buffers at the start of each training forward, but the forward then updates
+    them from the rank's own half of the batch, so after the last step the ranks' running
+    statistics differ. Call this before validating or saving so that every rank evaluates the
+    model rank 0 checkpoints.
+
+    Example:
+        >>> broadcast_buffers(model)  # after the last training step, before validation
+    """
+    if not _active():
+        return
+    for buffer in module.buffers():
+        if dist.get_backend() == "nccl" and buffer.device.type != "cuda":
+            on_gpu = buffer.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.broadcast(on_gpu, src)
+            buffer.copy_(on_gpu)
+        else:
+            dist.broadcast(buffer, src)
 
 
 def barrier() -> None:
@@ -216,8 +264,8 @@ def _local_spark() -> SparkSession:
 
 
 def run_on_spark(config: TrainConfig, num_processes: int, use_gpu: bool = False,
-                 spark: SparkSession | None = None) -> TrainResult:
-    """Run :func:`clearbg.train.loop.train` on Spark with ``TorchDistributor`` (local mode).
+                 spark: SparkSession | None = None, local_mode: bool = True) -> TrainResult:
+    """Run :func:`clearbg.train.loop.train` on Spark with ``TorchDistributor``.
 
     Each of ``num_processes`` workers rebuilds the config and calls the same training function
     as the CLI and torchrun; they form a gloo (CPU) or NCCL (``use_gpu``) group. With
@@ -228,6 +276,10 @@ def run_on_spark(config: TrainConfig, num_processes: int, use_gpu: bool = False,
         num_processes: number of training processes (one per GPU with ``use_gpu``).
         use_gpu: train on CUDA with NCCL; each process gets one GPU.
         spark: an active SparkSession to use (left running), or None for a local one.
+        local_mode: True: the processes run on the driver node (one multi-GPU machine);
+            False: as Spark barrier tasks on the executors (a cluster). On a cluster,
+            ``config.out`` and ``config.data`` must be reachable from every node (a shared
+            mount such as /dbfs, or s3:// for the data), since rank 0 writes the checkpoints.
 
     Returns:
         Rank 0's :class:`~clearbg.train.loop.TrainResult`.
@@ -245,7 +297,7 @@ def run_on_spark(config: TrainConfig, num_processes: int, use_gpu: bool = False,
     own = spark is None
     session = _local_spark() if own else spark
     try:
-        distributor = TorchDistributor(num_processes=num_processes, local_mode=True, use_gpu=use_gpu)
+        distributor = TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu)
         return distributor.run(_train_on_worker, config.to_dict())
     finally:
         if own:

@@ -10,9 +10,9 @@ every method is a no-op, so the loop calls them unconditionally.
 Metric names (shared by loop, CLI and tune): ``train/loss``, ``train/lr``, ``val/iou``,
 ``val/dice``, ``val/iou/<cluster>``, ``val/dice/<cluster>``, ``speed/images_per_s``.
 
-A run interrupted before it finished (a killed worker, a lost machine) keeps its MLflow run: the
-run id is remembered in ``<run_dir>/mlflow_run.json`` and a restart with ``resume`` other than
-``"never"`` continues that run instead of opening a second one.
+A run interrupted before it finished (a killed worker, a lost machine: status RUNNING or FAILED)
+keeps its MLflow run: the run id is remembered in ``<run_dir>/mlflow_run.json`` and a restart
+with ``resume`` other than ``"never"`` continues that run instead of opening a second one.
 """
 
 from __future__ import annotations
@@ -255,8 +255,8 @@ class Tracker:
         return found.experiment_id
 
     def _interrupted_run(self) -> str | None:
-        # Continue the run this folder already has if it never finished (killed / failed) and the
-        # loop is allowed to resume; a finished run or resume=never opens a new one.
+        # Continue the run this folder already has if it was interrupted and the loop is allowed
+        # to resume; otherwise (finished, pruned, resume=never) open a new one.
         from mlflow.exceptions import MlflowException
 
         if getattr(self.config, "resume", "auto") == "never":
@@ -271,7 +271,9 @@ class Tracker:
             run = self._client.get_run(record["run_id"])
         except (ValueError, KeyError, OSError, MlflowException):  # unreadable record or run gone: start fresh
             return None
-        if run.info.status == "FINISHED" or run.info.lifecycle_stage == "deleted":
+        # RUNNING: the process was killed; FAILED: it crashed (a survivor of a lost peer ends so).
+        # FINISHED runs are done and KILLED ones were pruned or stopped on purpose.
+        if run.info.status not in ("RUNNING", "FAILED") or run.info.lifecycle_stage == "deleted":
             return None
         if run.info.experiment_id != self.experiment_id:
             return None

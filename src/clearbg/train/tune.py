@@ -16,7 +16,9 @@ Where things go, so that a rerun with the same study name continues the study:
 - MLflow: one parent run named after the study (kept across reruns; its id is a study user
   attribute), one child run per trial (``<study>-trial-NNNN``, ``mlflow.parentRunId`` set);
 - ``<out>/tune/<study>/best.yaml``: the input config with the best trial's parameters,
-  loadable with ``load_config`` (``clearbg train --config best.yaml``), and ``trials.csv``.
+  loadable with ``load_config`` (``clearbg train --config best.yaml``), and ``trials.csv``;
+- each trial's run folder ``<out>/<study>-trial-NNNN`` keeps its ``best.pt`` (weights); its
+  resumable ``latest.pt`` is deleted when the trial ends (trials never resume).
 
 Example:
     >>> config = load_config(overrides=["data=prepared/", "epochs=3", "size=160"])  # doctest: +SKIP
@@ -215,13 +217,15 @@ def tune(
     import optuna
     import torch
 
-    from clearbg.train.loop import train
+    from clearbg.train.checkpoint import checkpoint_paths
+    from clearbg.train.loop import run_dir_for, train
     from clearbg.train.tracking import Tracker
 
     if n_trials < 1:
         raise TuneError(f"n_trials must be >= 1, got {n_trials}")
     space = dict(search_space if search_space is not None else DEFAULT_SEARCH_SPACE)
     _check_space(config, space)
+    base = config  # what best.yaml is written from: the user's settings, not resolved ones
     tracking_uri = _tracking_uri(config)
     config = dataclasses.replace(config, tracking_uri=tracking_uri)
     study_name = study_name or default_study_name(config)
@@ -237,13 +241,13 @@ def tune(
     # the seed by the trials already there so a rerun explores new points, reproducibly.
     study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
     out_dir = best_config_path(config, study_name).parent
-    parent = _ParentRun(config, study, out_dir, space, tracking_uri)
+    parent = _ParentRun(base, study, out_dir, space, tracking_uri)
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, space)
         trial_config = apply_params(config, params, run_name=f"{study_name}-trial-{trial.number:04d}", resume="never")
         trial.set_user_attr("run_name", trial_config.run_name)
-        tracker = Tracker(trial_config, Path(trial_config.out) / trial_config.run_name,
+        tracker = Tracker(trial_config, run_dir_for(trial_config),
                           parent_run_id=parent.run_id, nested=parent.run_id is not None)
         seen: dict[str, float] = {}
 
@@ -270,6 +274,9 @@ def tune(
             parent.tag_child(tracker.run_id, trial.number, state)
             if tracker.run_id is not None:
                 trial.set_user_attr("mlflow_run_id", tracker.run_id)
+            # Trials never resume (resume=never), so their full-state latest.pt (weights, Adam
+            # state: 3x the model) is dead weight; best.pt (weights only) stays.
+            checkpoint_paths(run_dir_for(trial_config))[0].unlink(missing_ok=True)
         value = result.best_val_iou if result.best_val_iou is not None else seen.get("last")
         if value is None:
             raise TuneError(f"trial {trial.number} finished without a validation IoU; set val_every >= 1")
@@ -285,7 +292,7 @@ def tune(
         status = "KILLED"
         raise
     finally:
-        _write_results(study, config, out_dir)
+        _write_results(study, base, out_dir)
         parent.finish(study, out_dir, status)
     return study
 
