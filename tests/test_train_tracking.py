@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +23,9 @@ import torch
 from PIL import Image
 
 from clearbg.errors import ClearbgError
+from clearbg.mlflow_store import default_tracking_uri, flatten_params
 from clearbg.train.config import load_config
-from clearbg.train.tracking import RUN_FILE, Tracker, default_tracking_uri, flatten_params
+from clearbg.train.tracking import RUN_FILE, Tracker
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -61,19 +61,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    """An empty, fully migrated MLflow SQLite file. Creating one runs ~50 schema migrations
-    (~10 s on 2 cores), so the tests copy this one instead of each paying for it."""
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
-def out(tmp_path, empty_store) -> Path:
-    """A fresh output folder whose default store already exists (copied from the template)."""
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
+def out(tmp_path, make_mlflow_store) -> Path:
+    """A fresh output folder whose default store already exists (a copy of an empty one)."""
+    make_mlflow_store(tmp_path)
     return tmp_path
 
 
@@ -291,6 +282,22 @@ def test_interrupted_run_is_continued_and_children_nest(out):
     never.end()
     with pytest.raises(ClearbgError, match="active MLflow run"):
         Tracker(config, out / "trial-1", nested=True).start()
+
+
+def test_a_custom_sqlite_store_keeps_its_artifacts_beside_it(tmp_path, make_mlflow_store, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where MLflow would put ./mlruns if left to itself
+    uri = make_mlflow_store(tmp_path / "elsewhere")
+    config = load_config(None, [f"data={tmp_path}", f"out={tmp_path / 'out'}", f"tracking_uri={uri}",
+                                "tensorboard=false"])
+    tracker = Tracker(config, tmp_path / "out" / "run")
+    tracker.start()
+    tracker.log_image("val/samples", np.full((8, 8, 3), 200, np.uint8), step=1)
+    tracker.end()
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    artifacts = tmp_path / "elsewhere" / "mlartifacts"
+    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(artifacts)
+    assert [p.name for p in artifacts.rglob("*.png")] == ["samples_step000001.png"]  # images/val/...
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "out" / "mlflow.db").exists()
 
 
 def test_bad_inputs_are_clear_errors(tmp_path):

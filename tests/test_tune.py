@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import optuna
@@ -51,14 +50,6 @@ def dataset(tmp_path_factory, shared_data) -> str:
     return str(work / "ds")
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    # Creating an MLflow SQLite store runs its schema migrations (seconds): do it once, copy it.
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 BASE = ("model=u2netp", "init=scratch", "size=64", "epochs=1", "max_steps=2", "workers=0", "tensorboard=false",
         "device=cpu", "warmup_steps=0")
 
@@ -73,8 +64,8 @@ def runs_of(out: Path, experiment: str = "clearbg"):
     return client.search_runs([exp.experiment_id], max_results=100)
 
 
-def test_trials_are_child_runs_of_one_parent_and_a_rerun_continues(tmp_path, dataset, empty_store):
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
+def test_trials_are_child_runs_of_one_parent_and_a_rerun_continues(tmp_path, dataset, make_mlflow_store):
+    make_mlflow_store(tmp_path)
     config = base_config(dataset, tmp_path)
 
     study = tune(config, 2, study_name="s1", search_space=SPACE, pruner=optuna.pruners.NopPruner())
@@ -128,15 +119,19 @@ def test_trials_are_child_runs_of_one_parent_and_a_rerun_continues(tmp_path, dat
     assert sum(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs) == 3
 
 
-def test_pruned_trials_end_killed_and_leave_no_best_config(tmp_path, dataset, empty_store):
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
+def test_pruned_trials_end_killed_and_leave_no_best_config(tmp_path, dataset, make_mlflow_store, monkeypatch):
+    # The store named by MLFLOW_TRACKING_URI holds the parent and the trials alike (and the study).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", make_mlflow_store(tmp_path / "store"))
     config = base_config(dataset, tmp_path)
     # IoU is never above 1.1: every trial is pruned at its first report.
     study = tune(config, 2, study_name="s2", search_space=SPACE, pruner=optuna.pruners.ThresholdPruner(lower=1.1))
 
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert all(t.intermediate_values for t in study.trials)  # they reported before being stopped
-    children = [r for r in runs_of(tmp_path) if "mlflow.parentRunId" in r.data.tags]
+    runs = runs_of(tmp_path / "store")
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert not (tmp_path / "mlflow.db").exists() and (tmp_path / "store" / "optuna.db").is_file()
     assert len(children) == 2
     assert {r.info.status for r in children} == {"KILLED"}
     assert {r.data.tags["optuna.state"] for r in children} == {"PRUNED"}

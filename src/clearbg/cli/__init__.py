@@ -19,6 +19,11 @@ COMMANDS = {
     "augment-preview": "clearbg.cli.augment_preview:augment_preview_command",
     "tune": "clearbg.cli.tune:tune_command",
     "train": "clearbg.cli.train:train_command",
+    "evaluate": "clearbg.cli.evaluate:evaluate_command",
+    "register": "clearbg.cli.register:register_command",
+    "promote": "clearbg.cli.promote:promote_command",
+    "export": "clearbg.cli.export:export_command",
+    "serve": "clearbg.cli.serve:serve_command",
 }
 
 

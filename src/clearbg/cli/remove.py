@@ -7,7 +7,7 @@ import sys
 import click
 
 from clearbg.errors import ClearbgError
-from clearbg.inference.predictor import PRECISIONS
+from clearbg.inference.predictor import ENGINES, PRECISIONS
 from clearbg.models.registry import DEFAULT_MODEL, model_choices
 
 
@@ -24,10 +24,12 @@ from clearbg.models.registry import DEFAULT_MODEL, model_choices
 @click.option("--batch-size", type=int, default=None, help="Photos per batch (default: cores on CPU, 8 on GPU).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="auto: bf16 on CPUs with native bf16, fp16 on GPU, else fp32.")
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+              help="auto: onnxruntime for a `clearbg export` .onnx file, else torch.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
 @click.option("--skip-existing", is_flag=True, help="Leave photos whose output already exists (resume).")
-def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, canvas, margin, batch_size, precision, device, max_pixels, skip_existing):
+def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, canvas, margin, batch_size, precision, engine, device, max_pixels, skip_existing):
     """Remove the background of every photo in INPUT (files, folders, s3:// prefixes).
 
     \b
@@ -47,7 +49,7 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
         options = make_options(
             mask_only=mask_only, bg_color=bg_color, canvas=Canvas.parse(canvas, margin) if canvas else None
         )
-        predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size)
+        predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size, engine=engine)
     except (ClearbgError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     report = remove_files(

@@ -1,7 +1,21 @@
-"""Evaluation: count-first binary mask metrics (``clearbg.evaluate.metrics``).
+"""Evaluation: count-first mask metrics, full-resolution evaluation runs and their report.
 
-Issue 6 adds the evaluation report over a held-out set on top of these counts.
+* ``metrics``: pixel counts and IoU/Dice from counts (shared with training validation).
+* ``image_metrics`` (the module): ``image_metrics()``, every score of one image (IoU, Dice, precision, recall, MAE, boundary F,
+  error regions).
+* ``run``: ``evaluate_model`` -> ``Evaluation`` (per image, per group, worst cases).
+* ``report``: ``write_report`` (one self-contained HTML, one model or two side by side), drawn
+  with ``charts`` (matplotlib) and ``tiles`` (worst-case thumbnails).
+* ``tracking``: ``log_evaluation`` (a report folder to MLflow: artifacts and metrics).
+* ``compare``: ``compare_evaluations`` (the paired champion/challenger gate).
+
+The heavy parts (torch models, matplotlib, MLflow) load on first use of their name.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from clearbg.evaluate.metrics import (
     EMPTY_SCORE,
@@ -12,6 +26,16 @@ from clearbg.evaluate.metrics import (
     summarize_counts,
 )
 
+# name -> module that defines it, imported when the name is first used
+_LAZY = {
+    "Evaluation": "clearbg.evaluate.run",
+    "evaluate_model": "clearbg.evaluate.run",
+    "parse_data_arg": "clearbg.evaluate.run",
+    "write_report": "clearbg.evaluate.report",
+    "log_evaluation": "clearbg.evaluate.tracking",
+    "compare_evaluations": "clearbg.evaluate.compare",
+}
+
 __all__ = [
     "EMPTY_SCORE",
     "confusion_counts",
@@ -19,4 +43,11 @@ __all__ = [
     "dice_from_counts",
     "iou_from_counts",
     "summarize_counts",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

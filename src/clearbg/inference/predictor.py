@@ -30,6 +30,7 @@ from clearbg.inference.optimize import optimize_for_inference
 from clearbg.models.registry import DEFAULT_MODEL, ModelSpec, create_model, get_spec
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ENGINES = ("auto", "torch", "onnxruntime")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -53,6 +54,11 @@ class Predictor:
         precision: ``auto`` | ``fp32`` | ``bf16`` | ``fp16``.
         batch_size: photos per batch: one stacked forward pass on GPU, one photo per core on
             CPU. Default: 8 on GPU, the number of cores on CPU; 1 gives the lowest latency.
+        engine: ``torch``; ``onnxruntime`` (``clearbg.inference.onnx_engine``: a ``clearbg
+            export`` .onnx file as is, anything else exported in memory as fp32, or fp16 with
+            ``precision="fp16"``; computes on ONNX Runtime's CPU provider); ``auto`` (default):
+            onnxruntime for a .onnx file written by ``clearbg export``, else torch. With
+            onnxruntime, ``precision`` is the export's (``fp32``/``fp16``/``int8``).
 
     Example:
         >>> predictor = Predictor("u2netp")                      # doctest: +SKIP
@@ -68,20 +74,34 @@ class Predictor:
         device: str | torch.device | None = None,
         precision: str = "auto",
         batch_size: int | None = None,
+        engine: str = "auto",
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.precision = default_precision(self.device) if precision == "auto" else precision
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if engine == "auto":
+            engine = "onnxruntime" if _is_clearbg_onnx(model) else "torch"
+        self.engine = engine
+        if engine == "onnxruntime":
+            from clearbg.inference.onnx_engine import ort_network
+
+            network = ort_network(model, model if isinstance(model, nn.Module) else None, spec, precision)
+            # Pre/post-processing on the CPU in float32; ONNX Runtime picks its own provider.
+            self.device, self.dtype, self.precision = torch.device("cpu"), torch.float32, network.metadata.variant
+            self.module, self.spec = network, network.spec
+        else:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.precision = default_precision(self.device) if precision == "auto" else precision
+            self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+            if isinstance(model, nn.Module):
+                module, self.spec = copy.deepcopy(model), spec or get_spec(DEFAULT_MODEL)
+            else:
+                module, self.spec = load_model(model)
+            module = optimize_for_inference(module, self.device)
+            self.module = module.to(self.device, self.dtype, memory_format=torch.channels_last)
         default_batch = 8 if self.device.type == "cuda" else torch.get_num_threads()
         self.batch_size = max(1, int(batch_size or default_batch))
-        if isinstance(model, nn.Module):
-            module, self.spec = copy.deepcopy(model), spec or get_spec(DEFAULT_MODEL)
-        else:
-            module, self.spec = _load(model)
-        module = optimize_for_inference(module, self.device)
-        self.module = module.to(self.device, self.dtype, memory_format=torch.channels_last)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1)
@@ -98,9 +118,7 @@ class Predictor:
         Returns:
             uint8 array (size, size, 3). Transparent photos are flattened onto white first.
         """
-        size = self.spec.input_size
-        rgb = flatten(image) if image.mode != "RGB" else image
-        return np.array(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        return resize_for_model(image, self.spec.input_size)
 
     @torch.inference_mode()
     def predict_small(self, inputs: np.ndarray) -> torch.Tensor:
@@ -113,10 +131,8 @@ class Predictor:
             float32 (B, 1, size, size) probabilities, min-max normalised per image as in the
             official test script.
         """
-        x = torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2).float()
-        # Official scaling: divide by the image's own maximum, then ImageNet mean/std.
-        x = x / x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-        x = ((x - self._mean) / self._std).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        x = normalise_inputs(torch.from_numpy(inputs).to(self.device), self._mean, self._std)
+        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         prob = torch.cat([
             self.module(x[start : start + self.batch_size], fused_only=True).float()
             for start in range(0, len(x), self.batch_size)
@@ -157,16 +173,43 @@ class Predictor:
             return self._pool
 
 
+def resize_for_model(image: Image.Image, size: int) -> np.ndarray:
+    """uint8 (size, size, 3) RGB; transparent photos flattened onto white first."""
+    rgb = flatten(image) if image.mode != "RGB" else image
+    return np.array(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def normalise_inputs(inputs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, S, S, 3) -> the network's float32 (B, 3, S, S) input.
+
+    Official scaling: divide by the image's own maximum, then per-channel ``(x - mean) / std``
+    (``mean``/``std`` shaped (1, 3, 1, 1)). ONNX exports record this in their metadata.
+    """
+    x = inputs.permute(0, 3, 1, 2).float()
+    x = x / x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    return (x - mean) / std
+
+
 def upsample(prob: torch.Tensor, height: int, width: int) -> np.ndarray:
     """Bilinear upsampling of a (1, h, w) map to (height, width): smooth edges, never blocky."""
     full = F.interpolate(prob[None].float(), size=(height, width), mode="bilinear", align_corners=False)
     return full[0, 0].clamp_(0, 1).cpu().numpy()
 
 
-def _load(model: str | Path) -> tuple[nn.Module, ModelSpec]:
-    from clearbg.models.registry import is_checkpoint_path
+def _is_clearbg_onnx(model: object) -> bool:
+    if not str(model).endswith(".onnx"):
+        return False  # decided without importing ONNX
+    from clearbg.inference.onnx_engine import is_clearbg_onnx
+
+    return is_clearbg_onnx(model)
+
+
+def load_model(model: str | Path) -> tuple[nn.Module, ModelSpec]:
+    """The PyTorch model and spec for a registry name, checkpoint path or MLflow model URI."""
+    from clearbg.models.registry import is_checkpoint_path, local_model_source
     from clearbg.models.weights import load_model_file
 
+    model = local_model_source(model)  # models:/NAME@ALIAS -> its cached checkpoint
     if is_checkpoint_path(model):
         module, arch = load_model_file(Path(model))
         return module, get_spec(arch)

@@ -142,8 +142,9 @@ def create_model(name: str | Path = DEFAULT_MODEL, pretrained: bool = True) -> n
     """Build a registered model, or load a checkpoint file, ready for ``eval()``.
 
     Args:
-        name: a registry name (``u2netp``, ``u2net.official``) or a path to a ``.pth`` or
-            ``.onnx`` file in the official U2-Net layout.
+        name: a registry name (``u2netp``, ``u2net.official``), a path to a ``.pth`` or
+            ``.onnx`` file in the official U2-Net layout, or an MLflow model URI
+            (``models:/shop@champion``, ``runs:/RUN_ID/model``; see ``clearbg.registry``).
         pretrained: load the registered pretrained weights (from the local cache).
 
     Raises:
@@ -159,6 +160,7 @@ def create_model(name: str | Path = DEFAULT_MODEL, pretrained: bool = True) -> n
     from clearbg.models.download import cached_weights
     from clearbg.models.weights import load_model_file, load_state_dict_file, load_state_dict_strict
 
+    name = local_model_source(name)
     if is_checkpoint_path(name):
         return load_model_file(Path(name))[0]
     spec = get_spec(str(name))
@@ -167,6 +169,16 @@ def create_model(name: str | Path = DEFAULT_MODEL, pretrained: bool = True) -> n
         path = cached_weights(spec)
         load_state_dict_strict(model, load_state_dict_file(path), str(path))
     return model
+
+
+def local_model_source(name: str | Path) -> str | Path:
+    """``name`` itself, or for an MLflow model URI (``models:/NAME@ALIAS``, ``runs:/...``) the
+    local checkpoint it resolves to (downloaded once, cached by ``clearbg.registry``)."""
+    if isinstance(name, str) and name.startswith(("models:/", "runs:/")):
+        from clearbg.registry import resolve_model_uri
+
+        return resolve_model_uri(name)
+    return name
 
 
 def is_checkpoint_path(name: str | Path) -> bool:

@@ -7,7 +7,8 @@ the wild: a ``module.`` prefix (saved from DataParallel/DDP) and present or abse
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -18,10 +19,16 @@ from clearbg.errors import CheckpointMismatch, UnknownModel
 _BN_COUNTER = "num_batches_tracked"
 
 
-def normalise_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Strip ``module.`` prefixes and reconcile ``num_batches_tracked`` with ``model``'s keys."""
+def _expected(model: nn.Module | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    return model.state_dict() if isinstance(model, nn.Module) else model
+
+
+def normalise_state_dict(state_dict: Mapping[str, torch.Tensor],
+                         model: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip ``module.`` prefixes and reconcile ``num_batches_tracked`` with ``model``'s keys
+    (a module, or the state dict it has)."""
     out = {k.removeprefix("module."): v for k, v in state_dict.items()}
-    expected = model.state_dict()
+    expected = _expected(model)
     for key in list(out):
         if key.endswith(_BN_COUNTER) and key not in expected:
             del out[key]
@@ -31,9 +38,10 @@ def normalise_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
     return out
 
 
-def mismatches(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> list[str]:
-    """Human-readable list of every key that is missing, unexpected or of the wrong shape."""
-    expected = model.state_dict()
+def mismatches(state_dict: Mapping[str, torch.Tensor], model: nn.Module | Mapping[str, torch.Tensor]) -> list[str]:
+    """Human-readable list of every key that is missing, unexpected or of the wrong shape
+    compared with ``model`` (a module, or the state dict it has)."""
+    expected = _expected(model)
     problems = [f"missing: {k} {tuple(v.shape)}" for k, v in expected.items() if k not in state_dict]
     problems += [f"unexpected: {k} {tuple(v.shape)}" for k, v in state_dict.items() if k not in expected]
     problems += [
@@ -84,13 +92,59 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+@functools.lru_cache(maxsize=None)
+def _template(builder: Callable[[], nn.Module]) -> dict[str, torch.Tensor]:
+    """The state dict an architecture has, as meta tensors (names and shapes, no memory)."""
+    with torch.device("meta"):  # no allocation, no random init
+        return builder().state_dict()
+
+
+def match_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
+    """The registered architecture whose keys and shapes ``state_dict`` fits exactly.
+
+    Each candidate is compared through its template: its state dict built once on the meta
+    device and kept (per builder), so trying every architecture costs no weights at all.
+
+    Args:
+        state_dict: weights, with or without a ``module.`` prefix and BatchNorm counters.
+        source: what the weights are, for the error message.
+
+    Returns:
+        The arch name (``u2netp``, ``u2net``, ``unet``).
+
+    Raises:
+        CheckpointMismatch: no architecture fits; the message says how far off each one is.
+
+    Example:
+        >>> match_architecture(create_model("u2netp", pretrained=False).state_dict())  # doctest: +SKIP
+        'u2netp'
+    """
+    from clearbg.models.registry import get_spec, list_models
+
+    report = []
+    for arch in sorted({name.split(".")[0] for name in list_models()}):
+        template = _template(get_spec(arch).builder)
+        problems = mismatches(normalise_state_dict(state_dict, template), template)
+        if not problems:
+            return arch
+        report.append(f"{arch}: {len(problems)} problems, e.g. {problems[0]}")
+    raise CheckpointMismatch(f"{source} fits no registered architecture:\n  " + "\n  ".join(report))
+
+
 def load_model_file(path: Path) -> tuple[nn.Module, str]:
     """Build the registered architecture that ``path``'s state dict fits, and load it.
 
     Returns:
         (model, arch name).
+
+    Raises:
+        UnknownModel: no such file.
+        CheckpointMismatch: not a checkpoint, or its weights fit no registered architecture.
+
+    Example:
+        >>> model, arch = load_model_file(Path("runs/exp1/checkpoints/best.pt"))  # doctest: +SKIP
     """
-    from clearbg.models.registry import get_spec, list_models
+    from clearbg.models.registry import get_spec
 
     if not Path(path).is_file():
         raise UnknownModel(f"checkpoint not found: {path}")
@@ -98,13 +152,7 @@ def load_model_file(path: Path) -> tuple[nn.Module, str]:
         from clearbg.models.onnx_import import state_dict_from_onnx
 
         state_dict, arch = state_dict_from_onnx(Path(path))
-        return load_state_dict_strict(get_spec(arch).builder(), state_dict, str(path)), arch
-    state_dict = load_state_dict_file(Path(path))
-    report = []
-    for arch in sorted({name.split(".")[0] for name in list_models()}):
-        model = get_spec(arch).builder()
-        problems = mismatches(normalise_state_dict(state_dict, model), model)
-        if not problems:
-            return load_state_dict_strict(model, state_dict, str(path)), arch
-        report.append(f"{arch}: {len(problems)} problems, e.g. {problems[0]}")
-    raise CheckpointMismatch(f"{path} fits no registered architecture:\n  " + "\n  ".join(report))
+    else:
+        state_dict = load_state_dict_file(Path(path))
+        arch = match_architecture(state_dict, str(path))
+    return load_state_dict_strict(get_spec(arch).builder(), state_dict, str(path)), arch

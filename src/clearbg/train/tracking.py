@@ -1,11 +1,12 @@
 """Experiment tracking for training runs: MLflow (params, metrics, images, model) plus TensorBoard.
 
-One :class:`Tracker` per training run. By default MLflow needs no server: runs go to a SQLite
-store ``<out>/mlflow.db`` with artifacts under ``<out>/mlartifacts``; ``config.tracking_uri``
-points it anywhere else (``http://host:5000``, ``databricks``, another ``sqlite:///`` file) and
-``"off"`` turns MLflow off. TensorBoard event files go to ``<run_dir>/tensorboard`` when
-``config.tensorboard`` is true. Only rank 0 tracks: on other ranks, or with ``enabled=False``,
-every method is a no-op, so the loop calls them unconditionally.
+One :class:`Tracker` per training run. The store is found as everywhere in clearbg
+(:func:`clearbg.mlflow_store.resolve_tracking_uri`): ``config.tracking_uri`` (``http://host:5000``,
+``databricks``, another ``sqlite:///`` file; ``"off"`` turns MLflow off), else
+``MLFLOW_TRACKING_URI``, else a SQLite store ``<out>/mlflow.db`` that needs no server. A SQLite
+store keeps its artifacts beside it (``<out>/mlartifacts``). TensorBoard event files go to
+``<run_dir>/tensorboard`` when ``config.tensorboard`` is true. Only rank 0 tracks: on other
+ranks, or with ``enabled=False``, every method is a no-op, so the loop calls them unconditionally.
 
 Metric names (shared by loop, CLI and tune): ``train/loss``, ``train/lr``, ``val/iou``,
 ``val/dice``, ``val/iou/<cluster>``, ``val/dice/<cluster>``, ``speed/images_per_s``.
@@ -17,14 +18,10 @@ with ``resume`` other than ``"never"`` continues that run instead of opening a s
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import logging
 import os
-import re
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,52 +29,22 @@ import numpy as np
 import torch
 
 from clearbg.errors import ClearbgError
+from clearbg.mlflow_store import (
+    connect,
+    experiment_id,
+    is_off,
+    log_metrics,
+    log_params,
+    log_pytorch_model,
+    metric_key,
+    quiet,
+    resolve_tracking_uri,
+)
 
 if TYPE_CHECKING:
     from clearbg.train.config import TrainConfig
 
 RUN_FILE = "mlflow_run.json"  # in run_dir: which MLflow run this folder belongs to
-OFF = ("off", "none", "")  # tracking_uri values that turn MLflow off
-_MAX_PARAM_LEN = 6000  # MLflow 3's limit on a param value
-_BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. :/]")  # MLflow rejects other characters in keys
-
-
-def default_tracking_uri(out: str | os.PathLike) -> str:
-    """The embedded store for an output folder: ``sqlite:///<abs out>/mlflow.db``.
-
-    Example:
-        >>> default_tracking_uri("/tmp/runs")
-        'sqlite:////tmp/runs/mlflow.db'
-    """
-    return f"sqlite:///{Path(out).resolve() / 'mlflow.db'}"
-
-
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flatten a nested config dict into MLflow params: ``{"loss": {"iou": 0.5}}`` -> ``{"loss.iou": "0.5"}``.
-
-    Lists and other non-scalar leaves are JSON; values are cut to MLflow's 6000 characters.
-
-    Example:
-        >>> flatten_params({"lr": 0.001, "loss": {"bce": 1.0}, "sizes": [1, 2]})
-        {'lr': '0.001', 'loss.bce': '1.0', 'sizes': '[1, 2]'}
-    """
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_params(value, prefix=f"{name}."))
-            continue
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            text = str(value)
-        else:
-            text = json.dumps(value, default=str)
-        flat[_BAD_KEY_CHARS.sub("_", name)] = text[:_MAX_PARAM_LEN]
-    return flat
-
-
-def _metric_key(name: str) -> str:
-    # Cluster names come from data (product types); keep them readable but legal for MLflow.
-    return _BAD_KEY_CHARS.sub("_", name)
 
 
 def _rank() -> int:
@@ -97,17 +64,6 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str, level: int = logging.ERROR) -> Iterator[None]:
-    logger = logging.getLogger(logger_name)
-    old = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
 
 
 class Tracker:
@@ -147,21 +103,11 @@ class Tracker:
         self._client = None
         self._writer = None
         uri = getattr(config, "tracking_uri", None)
-        self.mlflow_on = self.enabled and not (isinstance(uri, str) and uri.strip().lower() in OFF)
+        self.mlflow_on = self.enabled and not is_off(uri)
         self.tensorboard_on = self.enabled and bool(getattr(config, "tensorboard", True))
         self.tracking_uri: str | None = None
-        if self.mlflow_on:
-            if uri is None:
-                from clearbg.storage import is_remote
-
-                if is_remote(str(config.out)):
-                    raise ClearbgError(
-                        f"out={config.out!r} is remote, so the default SQLite MLflow store cannot live "
-                        "there; set tracking_uri (e.g. an MLflow server URL) or tracking_uri=off"
-                    )
-                self.tracking_uri = default_tracking_uri(config.out)
-            else:
-                self.tracking_uri = uri
+        if self.mlflow_on:  # explicit > MLFLOW_TRACKING_URI > <out>/mlflow.db, as for the registry
+            self.tracking_uri = resolve_tracking_uri(uri, config.out)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -187,19 +133,15 @@ class Tracker:
             self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
     def _start_mlflow(self, params: Mapping[str, Any]) -> None:
-        from mlflow import MlflowClient
-        from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
 
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        self._client = client = MlflowClient(self.tracking_uri)
         try:
+            self._client = client = connect(self.tracking_uri)
             parent = self._parent_id()
             if parent is not None:
                 self.experiment_id = client.get_run(parent).info.experiment_id
             else:
-                self.experiment_id = self._experiment_id()
+                self.experiment_id = experiment_id(client, getattr(self.config, "experiment", None) or "clearbg")
             previous = self._interrupted_run()
             if previous is not None:
                 self.run_id, self.resumed = previous, True
@@ -211,9 +153,7 @@ class Tracker:
             run = client.create_run(self.experiment_id, run_name=getattr(self.config, "run_name", None)
                                     or self.run_dir.name, tags=tags)
             self.run_id = run.info.run_id
-            flat = [Param(k, v) for k, v in flatten_params(params).items()]
-            for i in range(0, len(flat), 100):  # MLflow takes at most 100 params per batch
-                client.log_batch(self.run_id, params=flat[i:i + 100])
+            log_params(client, self.run_id, params)
             client.log_dict(self.run_id, dict(params), "config.json")
         except MlflowException as err:
             raise ClearbgError(f"MLflow tracking at {self.tracking_uri} failed: {err.message}") from err
@@ -233,26 +173,6 @@ class Tracker:
             raise ClearbgError("Tracker(nested=True) needs an active MLflow run (mlflow.start_run) "
                                "or an explicit parent_run_id")
         return active.info.run_id
-
-    def _experiment_id(self) -> str:
-        from mlflow.exceptions import MlflowException
-
-        name = getattr(self.config, "experiment", None) or "clearbg"
-        client = self._client
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            location = None
-            if self.tracking_uri == default_tracking_uri(self.config.out):
-                location = (Path(self.config.out).resolve() / "mlartifacts").as_uri()
-            try:
-                return client.create_experiment(name, artifact_location=location)
-            except MlflowException:  # another process created it first
-                found = client.get_experiment_by_name(name)
-                if found is None:
-                    raise
-        if found.lifecycle_stage == "deleted":
-            raise ClearbgError(f"MLflow experiment {name!r} is deleted; restore it or pick another --set experiment=...")
-        return found.experiment_id
 
     def _interrupted_run(self) -> str | None:
         # Continue the run this folder already has if it was interrupted and the loop is allowed
@@ -313,12 +233,7 @@ class Tracker:
             return
         values = {k: float(v) for k, v in metrics.items()}
         if self._client is not None:
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            batch = [Metric(_metric_key(k), v, now, int(step)) for k, v in values.items()]
-            for i in range(0, len(batch), 1000):
-                self._client.log_batch(self.run_id, metrics=batch[i:i + 1000])
+            log_metrics(self._client, self.run_id, values, step)
         if self._writer is not None:
             for k, v in values.items():
                 self._writer.add_scalar(k, v, int(step))
@@ -337,8 +252,8 @@ class Tracker:
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         if self._client is not None:
-            with _quiet("mlflow"):
-                self._client.log_image(self.run_id, image, artifact_file=f"images/{_metric_key(name)}_step{int(step):06d}.png")
+            with quiet("mlflow"):
+                self._client.log_image(self.run_id, image, artifact_file=f"images/{metric_key(name)}_step{int(step):06d}.png")
         if self._writer is not None:
             self._writer.add_image(name, image, int(step), dataformats="HWC")
 
@@ -359,22 +274,7 @@ class Tracker:
         """
         if self._client is None:
             return None
-        import mlflow
-        import mlflow.pytorch
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-        import clearbg
-
         plain = copy.deepcopy(_unwrap(model)).cpu().eval()
         plain = plain.to(memory_format=torch.contiguous_format)
-        # Explicit requirements skip MLflow's inference, which re-imports the model in a subprocess.
-        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                        f"clearbg=={getattr(clearbg, '__version__', '0.1.0')}"]
-        # Create the LoggedModel in this run's experiment ourselves: left to MLflow it would land
-        # in the fluent API's current experiment ("Default", artifacts under ./mlruns).
-        logged = self._client.create_logged_model(self.experiment_id, name=name, source_run_id=self.run_id)
-        with _use_tracking_uri(self.tracking_uri), _quiet("mlflow.pytorch"):
-            info = mlflow.pytorch.log_model(plain, name=name, serialization_format="pickle", run_id=self.run_id,
-                                            model_id=logged.model_id, pip_requirements=requirements)
-        self.model_uri = info.model_uri
+        self.model_uri = log_pytorch_model(self._client, self.experiment_id, self.run_id, plain, name=name)
         return self.model_uri

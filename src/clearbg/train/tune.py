@@ -13,8 +13,10 @@ Where things go, so that a rerun with the same study name continues the study:
 
 - the Optuna study: ``optuna.db`` (SQLite) next to the MLflow store (the folder of a
   ``sqlite:///.../mlflow.db`` tracking URI, else ``config.out``);
-- MLflow: one parent run named after the study (kept across reruns; its id is a study user
-  attribute), one child run per trial (``<study>-trial-NNNN``, ``mlflow.parentRunId`` set);
+- MLflow, in the store training would use (``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else
+  ``<out>/mlflow.db``; resolved once, so the parent and all trials share it): one parent run
+  named after the study (kept across reruns; its id is a study user attribute), one child run
+  per trial (``<study>-trial-NNNN``, ``mlflow.parentRunId`` set);
 - ``<out>/tune/<study>/best.yaml``: the input config with the best trial's parameters,
   loadable with ``load_config`` (``clearbg train --config best.yaml``), and ``trials.csv``;
 - each trial's run folder ``<out>/<study>-trial-NNNN`` keeps its ``best.pt`` (weights); its
@@ -144,21 +146,11 @@ def _check_space(config: TrainConfig, search_space: Mapping[str, Mapping[str, An
             suggest(optuna.trial.FixedTrial({}), {name: spec})  # raises the shape error
 
 
-def _sqlite_folder(uri: str) -> Path | None:
-    match = re.match(r"sqlite:///(.+)$", uri)
-    return Path(match.group(1)).parent if match else None
-
-
 def _tracking_uri(config: TrainConfig) -> str:
-    from clearbg.train.tracking import default_tracking_uri
+    # The rule training uses, resolved once here so the parent run and every trial share one store.
+    from clearbg.mlflow_store import resolve_tracking_uri
 
-    return config.tracking_uri if config.tracking_uri is not None else default_tracking_uri(config.out)
-
-
-def _mlflow_off(uri: str) -> bool:
-    from clearbg.train.tracking import OFF
-
-    return uri.strip().lower() in OFF
+    return resolve_tracking_uri(config.tracking_uri, config.out)
 
 
 def default_study_name(config: TrainConfig) -> str:
@@ -169,7 +161,10 @@ def default_study_name(config: TrainConfig) -> str:
 
 def default_storage(config: TrainConfig) -> str:
     """``sqlite:///<folder of the MLflow SQLite store, else out>/optuna.db``."""
-    folder = _sqlite_folder(_tracking_uri(config)) or Path(config.out)
+    from clearbg.mlflow_store import sqlite_path
+
+    db = sqlite_path(_tracking_uri(config))
+    folder = db.parent if db is not None else Path(config.out)
     return f"sqlite:///{folder.resolve() / 'optuna.db'}"
 
 
@@ -217,6 +212,7 @@ def tune(
     import optuna
     import torch
 
+    from clearbg.mlflow_store import sqlite_path
     from clearbg.train.checkpoint import checkpoint_paths
     from clearbg.train.loop import run_dir_for, train
     from clearbg.train.tracking import Tracker
@@ -230,9 +226,9 @@ def tune(
     config = dataclasses.replace(config, tracking_uri=tracking_uri)
     study_name = study_name or default_study_name(config)
     storage = storage or default_storage(config)
-    folder = _sqlite_folder(storage)
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
+    optuna_db = sqlite_path(storage)
+    if optuna_db is not None:
+        optuna_db.parent.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
         pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
@@ -317,14 +313,15 @@ class _ParentRun:
     def __init__(self, config: TrainConfig, study: optuna.Study, out_dir: Path, space: Mapping, tracking_uri: str):
         self.run_id: str | None = None
         self.client = None
-        if _mlflow_off(tracking_uri):
+        from clearbg.mlflow_store import connect, is_off
+
+        if is_off(tracking_uri):
             return
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         from clearbg.train.tracking import Tracker
 
-        self.client = MlflowClient(tracking_uri)
+        self.client = connect(tracking_uri)
         previous = study.user_attrs.get(PARENT_ATTR)
         if previous is not None:
             try:
@@ -335,9 +332,8 @@ class _ParentRun:
             except MlflowException:  # the store was wiped: start a new parent
                 self.run_id = None
         if self.run_id is None:
-            tracker = Tracker(
-                dataclasses.replace(config, run_name=study.study_name, tensorboard=False, resume="never"), out_dir
-            )
+            tracker = Tracker(dataclasses.replace(config, run_name=study.study_name, tracking_uri=tracking_uri,
+                                                  tensorboard=False, resume="never"), out_dir)
             tracker.start({"base": config.to_dict(), "search_space": {k: dict(v) for k, v in space.items()}})
             self.run_id = tracker.run_id
             study.set_user_attr(PARENT_ATTR, self.run_id)

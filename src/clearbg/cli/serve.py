@@ -1,0 +1,51 @@
+"""``clearbg serve [--host 127.0.0.1] [--port 8000] [--model u2netp]``"""
+
+from __future__ import annotations
+
+import click
+
+from clearbg.inference.predictor import PRECISIONS
+from clearbg.models.registry import DEFAULT_MODEL, model_choices
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=f"Registry name ({', '.join(model_choices())}) or a .pth/.onnx checkpoint path.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option("--api-key", envvar="CLEARBG_API_KEY", default=None, help="Require this X-Api-Key (or set CLEARBG_API_KEY).")
+@click.option("--allow-url", is_flag=True, help="Accept image_url (public addresses only; never private, loopback, link-local).")
+@click.option("--max-upload-mb", default=25.0, show_default=True, help="Largest request body, MiB (413 above).")
+@click.option("--max-pixels", default=50_000_000, show_default=True, help="Largest photo, width*height (413 above).")
+@click.option("--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds per request (504 after).")
+@click.option("--max-concurrency", default=16, show_default=True, help="Requests in flight; more get 503 + Retry-After.")
+@click.option("--max-batch", default=8, show_default=True, help="Most requests sharing one model call.")
+@click.option("--batch-wait-ms", default=5.0, show_default=True, help="How long a request waits for others to batch with.")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def serve_command(host, port, model, device, precision, api_key, allow_url, max_upload_mb, max_pixels, timeout_s, max_concurrency,
+                  max_batch, batch_wait_ms, log_level):
+    """Serve background removal over HTTP (remove.bg-compatible API).
+
+    \b
+    Endpoints: POST /v1.0/removebg, POST /v1/remove, GET /healthz, /readyz, /metrics, /docs
+    Example:
+      clearbg serve --port 8000 &
+      curl -F image_file=@shoe.jpg -F bg_color=white localhost:8000/v1.0/removebg -o shoe.jpg
+    """
+    import uvicorn
+
+    from clearbg.serve import ServeSettings, create_app
+    from clearbg.serve.memory import pin_mmap_threshold
+
+    try:
+        settings = ServeSettings(
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, timeout_s=timeout_s,
+            max_concurrency=max_concurrency, max_batch=max_batch, max_wait_ms=batch_wait_ms, api_key=api_key or None,
+            allow_url=allow_url,
+        )
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    app = create_app(settings, model, device=device, precision=precision)
+    pin_mmap_threshold()  # flat RSS under load, see clearbg.serve.memory
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -1,0 +1,132 @@
+"""ONNX Runtime as the network inside ``Predictor``: same photos in, same maps out.
+
+``OrtNetwork`` is called like the PyTorch module it replaces (a normalised (B, 3, S, S) tensor
+in, (B, 1, S, S) probabilities out), so ``Predictor`` keeps its own resizing, normalisation,
+min-max stretch, upsampling and per-core threading for both engines. It runs a clearbg export
+(``clearbg export``; its metadata gives the input size and normalisation); a registry name or
+a checkpoint is exported in memory first (a few seconds for u2netp).
+
+Why ONNX Runtime: one self-describing file serves this engine, browsers (onnxruntime-web) and
+other runtimes. On CPU its fp32 is as fast as PyTorch fp32; the fp16 export is the fastest
+setup at batch 1 on CPUs with AVX512-FP16, with the same IoU (bench/onnx_speed.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clearbg.errors import UnknownModel
+from clearbg.inference.onnx_export import INPUT_NAME, ExportError, OnnxMetadata, export_onnx, read_metadata
+from clearbg.models.registry import DEFAULT_MODEL, ModelSpec, get_spec
+
+
+def is_clearbg_onnx(model: object) -> bool:
+    """True for a path to an ONNX file written by ``clearbg export`` (it has clearbg metadata).
+
+    Official-layout ONNX weights (rembg's u2netp.onnx) return False: PyTorch loads those.
+    """
+    if not isinstance(model, (str, Path)) or not str(model).endswith(".onnx") or not Path(model).is_file():
+        return False
+    try:
+        read_metadata(model)
+    except ExportError:
+        return False
+    return True
+
+
+def session_options(threads: int | None = None) -> "onnxruntime.SessionOptions":  # noqa: F821
+    """All graph optimisations, ``threads`` intra-op threads (default: every core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    options.intra_op_num_threads = threads or cores or 1
+    return options
+
+
+class OrtNetwork:
+    """An ONNX Runtime session over a clearbg export, callable like the PyTorch model.
+
+    Args:
+        model: path to a clearbg ``.onnx`` export, or an ``onnx.ModelProto`` from ``export_onnx``.
+        threads: intra-op threads (default: every core).
+
+    Attributes:
+        metadata: the export's ``OnnxMetadata``.
+        spec: a ``ModelSpec`` with the export's input size and normalisation.
+
+    Raises:
+        ExportError: the file is not a clearbg export or ONNX Runtime cannot load it.
+
+    Example:
+        >>> net = OrtNetwork("u2netp-int8.onnx")              # doctest: +SKIP
+        >>> net(torch.zeros(2, 3, 320, 320)).shape            # doctest: +SKIP
+        torch.Size([2, 1, 320, 320])
+    """
+
+    def __init__(self, model: str | Path | "onnx.ModelProto", *, threads: int | None = None):  # noqa: F821
+        import onnxruntime as ort
+
+        self.metadata: OnnxMetadata = read_metadata(model)
+        named = isinstance(model, (str, Path))
+        try:
+            self.session = ort.InferenceSession(
+                str(model) if named else model.SerializeToString(),
+                session_options(threads),
+                providers=[p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()],
+            )
+        except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ExportError(f"ONNX Runtime cannot load {model if named else 'the model'}: {err}") from err
+        self.spec = spec_from_metadata(self.metadata)
+
+    def __call__(self, x: torch.Tensor, fused_only: bool = True) -> torch.Tensor:
+        """Probabilities (B, 1, S, S) float32 for a normalised (B, 3, S, S) batch.
+
+        ``fused_only`` is accepted for the PyTorch model's signature; the export has only the
+        fused map. Batches larger than a fixed-batch export runs one image at a time.
+        """
+        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        step = len(array) if self.metadata.dynamic_batch else 1
+        outs = [self.session.run(None, {INPUT_NAME: array[i : i + step]})[0] for i in range(0, len(array), step)]
+        return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0])
+
+
+def spec_from_metadata(meta: OnnxMetadata) -> ModelSpec:
+    """The registry spec of the export's model, with the export's own size and normalisation."""
+    try:
+        base = get_spec(meta.model)
+    except UnknownModel:
+        base = get_spec(DEFAULT_MODEL)  # a model unknown here: only size/mean/std matter for inference
+    return replace(base, name=meta.model, input_size=meta.input_size, mean=meta.mean, std=meta.std)
+
+
+def ort_network(model: str | Path, module: torch.nn.Module | None, spec: ModelSpec | None, precision: str) -> OrtNetwork:
+    """The ONNX Runtime network for what ``Predictor`` was given.
+
+    Args:
+        model: a clearbg ``.onnx`` export (used as is), else a registry name / checkpoint.
+        module, spec: an already built PyTorch model and its spec (exported in memory).
+        precision: for an in-memory export: ``auto``/``fp32`` -> fp32, ``fp16`` -> fp16;
+            ``int8`` needs calibration photos, so export it with ``clearbg export --int8``.
+
+    Raises:
+        ExportError: bf16 (ONNX Runtime has no bf16 CPU kernels) or export failure.
+    """
+    if module is None and is_clearbg_onnx(model):
+        return OrtNetwork(model)
+    if precision not in ("auto", "fp32", "fp16"):
+        raise ExportError(
+            f"the onnxruntime engine runs fp32 or fp16 exports, not {precision!r}; "
+            "for int8 run `clearbg export --int8` and pass the .onnx file as the model"
+        )
+    if module is None:
+        from clearbg.inference.predictor import load_model
+
+        module, spec = load_model(model)
+    return OrtNetwork(export_onnx(module, spec or get_spec(DEFAULT_MODEL), dynamic_batch=True, precision="fp32" if precision == "auto" else precision))

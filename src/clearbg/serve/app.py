@@ -1,0 +1,317 @@
+"""The HTTP API: a thin FastAPI shell over clearbg's decode, predict and compose.
+
+Endpoints:
+    ``POST /v1.0/removebg``  remove.bg-compatible (``image_file``, ``image_file_b64`` or
+                             ``image_url`` when enabled,
+                             ``size``, ``type``, ``format``, ``crop``, ``crop_margin``,
+                             ``bg_color``, ``channels``).
+    ``POST /v1/remove``      plain: ``file`` in, PNG cutout (or mask / colour) out.
+    ``GET /healthz``         the process is up.       ``GET /readyz``  the model is loaded.
+    ``GET /metrics``         JSON counters (requests, batches, largest batch, in flight).
+    ``GET /docs``            OpenAPI docs (``/openapi.json``).
+
+When the server has an API key, both removal endpoints need it in ``X-Api-Key``.
+Results carry ``X-Width``, ``X-Height``, ``X-Confidence`` (see ``confidence``) and
+``X-Batch-Size`` (how many requests shared the model call). Errors are JSON in remove.bg's
+shape ``{"errors": [{"title": ..., "code": ...}]}`` with 400 (bad image or parameter),
+403 (API key), 413 (body or pixels over the limit), 415 (not an image format we decode),
+503 (busy or model not loaded yet) or 504 (over the time limit).
+
+The model loads once per process, in the background: ``/healthz`` answers at once,
+``/readyz`` and the removal endpoints answer 503 until it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from PIL import UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from clearbg import imageio
+from clearbg.errors import ClearbgError, ImageError, ImageTooLarge
+from clearbg.models.registry import DEFAULT_MODEL
+from clearbg.serve.batching import MicroBatcher
+from clearbg.serve.confidence import confidence
+from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url
+from clearbg.serve.limits import ApiKeyGuard, BodySizeLimit, ServeSettings
+from clearbg.serve.render import RenderOptions, Rendered, fit_size, render
+
+_log = logging.getLogger(__name__)
+
+_CODES = {400: "invalid_request", 403: "auth_failed", 404: "not_found", 405: "method_not_allowed",
+          413: "file_too_large", 415: "unsupported_media_type", 503: "server_busy", 504: "timeout"}
+
+
+REMOVE_PATHS = ("/v1.0/removebg", "/v1/remove")
+"""The endpoints that need the API key when one is set."""
+
+# remove.bg's foreground types: accepted so its clients work unchanged, not used.
+_ForegroundType = Literal[
+    "auto", "person", "product", "animal", "car", "car_interior", "car_part", "transportation", "graphics", "other"
+]
+
+
+class ApiError(Exception):
+    """An error answered as JSON: status, a human title and a stable machine code."""
+
+    def __init__(self, status: int, title: str, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(title)
+        self.status, self.title, self.code = status, title, code or _CODES.get(status, "error")
+        self.headers = headers
+
+
+@dataclass
+class _State:
+    settings: ServeSettings
+    batcher: MicroBatcher | None = None
+    # Decode and encode run here, one thread per core: more threads would not add speed on
+    # CPU-bound work, and each extra thread grows its own malloc arena (RSS creep under load).
+    pixels: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="clearbg-pixels")
+    )
+    load_error: str | None = None
+    in_flight: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {"requests": 0, "ok": 0, "errors": 0, "busy": 0, "timeouts": 0})
+
+
+def create_app(
+    settings: ServeSettings = ServeSettings(),
+    model: str = DEFAULT_MODEL,
+    *,
+    device: str | None = None,
+    precision: str = "auto",
+):
+    """Build the ASGI app (FastAPI inside the upload-size guard).
+
+    Args:
+        settings: limits, batching and the optional API key.
+        model: registry name or checkpoint path, loaded once when the app starts.
+        device, precision: see ``Predictor``.
+
+    Returns:
+        An ASGI app for uvicorn: FastAPI inside the body-size guard (and the API-key guard
+        when a key is set).
+
+    Example:
+        >>> import uvicorn                                                         # doctest: +SKIP
+        >>> uvicorn.run(create_app(ServeSettings(api_key="s3cret")), port=8000)   # doctest: +SKIP
+    """
+    state = _State(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loader = asyncio.create_task(_load(state, model, device, precision))
+        yield
+        loader.cancel()
+        if state.batcher is not None:
+            await state.batcher.stop()
+        state.pixels.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="clearbg",
+        summary="Background removal for product photos.",
+        description=__doc__,
+        version="1.0",
+        lifespan=lifespan,
+    )
+    _add_error_handlers(app, state)
+    _add_routes(app, state)
+    guarded = BodySizeLimit(app, settings.max_upload_bytes)
+    return ApiKeyGuard(guarded, settings.api_key, REMOVE_PATHS) if settings.api_key else guarded
+
+
+async def _load(state: _State, model: str, device: str | None, precision: str) -> None:
+    from clearbg.inference.predictor import Predictor
+
+    try:
+        predictor = await asyncio.to_thread(Predictor, model, device=device, precision=precision)
+    except (ClearbgError, ValueError, OSError) as err:
+        state.load_error = f"model {model!r} could not be loaded: {err}"
+        _log.error(state.load_error)
+        return
+    batcher = MicroBatcher(predictor.predict, max_batch=state.settings.max_batch, max_wait_ms=state.settings.max_wait_ms)
+    await batcher.start()
+    state.batcher = batcher
+    _log.info("model %s ready on %s (%s)", model, predictor.device, predictor.precision)
+
+
+def _error_response(status: int, title: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"errors": [{"title": title, "code": code}]}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI, state: _State) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError):
+        return _error_response(err.status, err.title, err.code, err.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException):
+        return _error_response(err.status_code, str(err.detail), _CODES.get(err.status_code, "error"), err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+        return _error_response(400, f"{where}: {first.get('msg', 'invalid value')}", "invalid_parameter")
+
+
+def _add_routes(app: FastAPI, state: _State) -> None:
+    image_responses = {
+        200: {"content": {"image/png": {}, "image/jpeg": {}, "application/zip": {}}, "description": "The result."},
+        **{status: {"description": code} for status, code in _CODES.items() if status not in (404, 405)},
+    }
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz():
+        """The process is up (the model may still be loading)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz():
+        """200 once the model is loaded, 503 before (or if it failed to load)."""
+        if state.batcher is None:
+            raise ApiError(503, state.load_error or "model is loading", "not_ready")
+        return {"status": "ready"}
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics():
+        """Request and batching counters since start."""
+        stats = state.batcher.stats if state.batcher else None
+        return {
+            **state.counts, "in_flight": state.in_flight,
+            "batches": stats.batches if stats else 0, "images": stats.images if stats else 0,
+            "largest_batch": stats.largest if stats else 0,
+        }
+
+    @app.post("/v1.0/removebg", tags=["remove"], responses=image_responses,
+              response_class=Response)
+    async def removebg(
+        image_file: UploadFile | None = File(default=None, description="The photo (JPEG, PNG, WebP, HEIC, ...)."),
+        image_file_b64: str | None = Form(default=None, description="The photo, base64-encoded."),
+        image_url: str | None = Form(default=None, description="Fetch the photo from a public http(s) URL "
+                                     "(only when the server runs with --allow-url)."),
+        size: Literal["auto", "preview", "small", "regular", "medium", "hd", "full", "4k", "50mp"] = Form("auto"),
+        type: _ForegroundType = Form("auto", description="Accepted for compatibility; one model serves all."),
+        format: Literal["auto", "png", "jpg", "zip", "webp"] = Form("auto"),
+        crop: bool = Form(False, description="Trim empty background around the product."),
+        crop_margin: str = Form("0", description="Margin after crop: 30px, 10%, or 2/4 values."),
+        bg_color: str | None = Form(None, description="Hex (81d4fa, #fff) or white/black/grey."),
+        channels: Literal["rgba", "alpha"] = Form("rgba"),
+    ):
+        """Remove the background, remove.bg style."""
+        if image_url and image_file is None and not image_file_b64:
+            data = await _fetch(state, image_url)
+        else:
+            data = await _upload_bytes(image_file, image_file_b64)
+        try:
+            options = RenderOptions.parse(size=size, crop=crop, crop_margin=crop_margin, bg_color=bg_color,
+                                          channels=channels, format=format)
+        except ValueError as err:
+            raise ApiError(400, str(err), "invalid_parameter") from err
+        return await _process(state, data, options)
+
+    @app.post("/v1/remove", tags=["remove"], responses=image_responses,
+              response_class=Response)
+    async def remove(
+        file: UploadFile = File(description="The photo."),
+        format: Literal["png", "jpg", "webp"] = Form("png"),
+        mask: bool = Form(False, description="Return the 8-bit mask instead of a cutout."),
+        bg_color: str | None = Form(None, description="Solid background, e.g. #ffffff."),
+    ):
+        """Remove the background: PNG cutout by default."""
+        data = await _upload_bytes(file, None)
+        try:
+            options = RenderOptions.parse(bg_color=bg_color, channels="alpha" if mask else "rgba", format=format)
+        except ValueError as err:
+            raise ApiError(400, str(err), "invalid_parameter") from err
+        return await _process(state, data, options)
+
+
+async def _fetch(state: _State, url: str) -> bytes:
+    if not state.settings.allow_url:
+        raise ApiError(400, "URL fetching is off on this server; upload image_file instead", "url_fetch_disabled")
+    try:
+        return await run_in_threadpool(fetch_url, url, max_bytes=state.settings.max_upload_bytes,
+                                       timeout=min(10.0, state.settings.timeout_s))
+    except BlockedAddress as err:
+        raise ApiError(400, str(err), "url_blocked") from err
+    except FetchError as err:
+        raise ApiError(400, str(err), "url_fetch_failed") from err
+
+
+async def _upload_bytes(upload: UploadFile | None, b64: str | None) -> bytes:
+    if upload is not None:
+        data = await upload.read()
+    elif b64:
+        try:
+            data = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise ApiError(400, "image_file_b64 is not valid base64", "invalid_parameter") from err
+    else:
+        raise ApiError(400, "No image given: send image_file (multipart) or image_file_b64", "missing_image")
+    if not data:
+        raise ApiError(400, "The uploaded image is empty", "invalid_image")
+    return data
+
+
+async def _process(state: _State, data: bytes, options: RenderOptions) -> Response:
+    state.counts["requests"] += 1
+    if state.batcher is None:
+        raise ApiError(503, state.load_error or "model is loading; retry shortly", "not_ready", {"Retry-After": "5"})
+    if state.in_flight >= state.settings.max_concurrency:
+        state.counts["busy"] += 1
+        raise ApiError(503, f"Server busy ({state.in_flight} requests in flight); retry shortly", "server_busy",
+                       {"Retry-After": "1"})
+    state.in_flight += 1
+    try:
+        rendered, score, batch = await asyncio.wait_for(_work(state, data, options), state.settings.timeout_s)
+    except TimeoutError:
+        state.counts["timeouts"] += 1
+        raise ApiError(504, f"Request took over {state.settings.timeout_s:g} s", "timeout") from None
+    except ApiError:
+        state.counts["errors"] += 1
+        raise
+    finally:
+        state.in_flight -= 1
+    state.counts["ok"] += 1
+    return Response(rendered.body, media_type=rendered.media_type, headers={
+        "X-Width": str(rendered.width), "X-Height": str(rendered.height),
+        "X-Confidence": f"{score:.4f}", "X-Batch-Size": str(batch),
+    })
+
+
+async def _work(state: _State, data: bytes, options: RenderOptions) -> tuple[Rendered, float, int]:
+    loop = asyncio.get_running_loop()
+    image = await loop.run_in_executor(state.pixels, _decode, data, state.settings.max_pixels, options.size)
+    prob, batch = await state.batcher.predict(image)
+
+    def finish() -> tuple[Rendered, float]:
+        return render(image, prob, options), confidence(prob)
+
+    rendered, score = await loop.run_in_executor(state.pixels, finish)
+    return rendered, score, batch
+
+
+def _decode(data: bytes, max_pixels: int, size: str):
+    try:
+        image = imageio.open_image(data, max_pixels=max_pixels, name="upload")
+    except ImageTooLarge as err:
+        raise ApiError(413, str(err), "image_too_large") from err
+    except ImageError as err:
+        if isinstance(err.__cause__, UnidentifiedImageError):
+            raise ApiError(415, str(err), "unsupported_media_type") from err
+        raise ApiError(400, str(err), "invalid_image") from err
+    return fit_size(image, size)

@@ -1,0 +1,280 @@
+"""The HTTP API against a real ``clearbg serve`` process (uvicorn) on a free loopback port."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from clearbg.inference.compose import alpha_from_prob
+from clearbg.inference.predictor import Predictor
+from clearbg.serve.confidence import confidence
+
+KEY = "test-key-123"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(tmp: Path, *options: str):
+    port = _free_port()
+    log = open(tmp / f"serve-{port}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clearbg", "serve", "--port", str(port), "--model", "u2netp", "--log-level", "warning", *options],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"clearbg serve exited: {(tmp / f'serve-{port}.log').read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url, log
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("clearbg serve did not become ready in 90 s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    # A 50 ms batch window makes concurrent requests batch reliably on a busy 2-core machine.
+    proc, url, log = _start(tmp_path_factory.mktemp("serve"), "--batch-wait-ms", "50", "--max-batch", "4", "--allow-url")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory):
+    """Tight limits: key required, 200 kB uploads, 300k pixels, one request at a time, 0.5 s
+    timeout; a 3 s batch window keeps a valid request in flight until it times out."""
+    proc, url, log = _start(
+        tmp_path_factory.mktemp("strict"), "--api-key", KEY, "--max-upload-mb", "0.2", "--max-pixels", "300000",
+        "--max-concurrency", "1", "--timeout", "0.5", "--batch-wait-ms", "3000",
+    )
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def photos(shared_data) -> list[bytes]:
+    """Eight tiny-subset fashion photos shrunk to 200 px wide JPEGs (fast on 2 cores)."""
+    root = shared_data / "fashion"
+    with open(root / "manifest.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["tiny"] == "1"][:8]
+    out = []
+    for row in rows:
+        image = Image.open(root / row["image"]).convert("RGB")
+        image = image.resize((200, round(200 * image.height / image.width)))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_photo(shared_data) -> bytes:
+    return (shared_data / "fashion" / "images" / "ccp_0001.jpg").read_bytes()  # 550x832 = 458k pixels
+
+
+def _post(url: str, data: bytes, path: str = "/v1.0/removebg", **fields) -> httpx.Response:
+    name = "file" if path == "/v1/remove" else "image_file"
+    return httpx.post(url + path, files={name: ("photo.jpg", data, "image/jpeg")}, data=fields, timeout=60)
+
+
+def _image(response: httpx.Response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content))
+
+
+def _error(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    [error] = response.json()["errors"]
+    assert error["code"] == code
+    return error["title"]
+
+
+def test_health_ready_and_openapi_docs(server):
+    assert httpx.get(server + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(server + "/readyz").json() == {"status": "ready"}
+    spec = httpx.get(server + "/openapi.json").json()
+    form = spec["paths"]["/v1.0/removebg"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+    fields = spec["components"]["schemas"][form.rsplit("/", 1)[1]]["properties"]
+    assert {"image_file", "size", "type", "format", "crop", "crop_margin", "bg_color", "channels"} <= set(fields)
+    assert "/v1/remove" in spec["paths"]
+    assert "swagger" in httpx.get(server + "/docs").text.lower()
+
+
+def test_cutout_equals_library_result_with_confidence(server, photos):
+    """The server is a shell over Predictor + compose: same alpha, same confidence score."""
+    response = _post(server, photos[0])
+    cutout = _image(response)
+    photo = Image.open(io.BytesIO(photos[0]))
+    assert cutout.mode == "RGBA" and cutout.size == photo.size
+    assert response.headers["content-type"] == "image/png"
+    assert (response.headers["x-width"], response.headers["x-height"]) == (str(photo.width), str(photo.height))
+    prob = Predictor("u2netp").predict([photo.convert("RGB")])[0]
+    np.testing.assert_array_equal(np.asarray(cutout.getchannel("A")), np.asarray(alpha_from_prob(prob)))
+    assert float(response.headers["x-confidence"]) == pytest.approx(confidence(prob), abs=1e-4)
+
+
+def test_removebg_options(server, photos, full_photo):
+    base = np.asarray(_image(_post(server, photos[1])).getchannel("A"))
+
+    white = _post(server, photos[1], bg_color="white")
+    assert white.headers["content-type"] == "image/jpeg" and _image(white).mode == "RGB"  # format=auto, opaque
+
+    mask = _image(_post(server, photos[1], channels="alpha"))
+    assert mask.mode == "L"
+    np.testing.assert_array_equal(np.asarray(mask), base)
+
+    ys, xs = np.nonzero(base >= 16)
+    cropped = _post(server, photos[1], crop="true")
+    assert _image(cropped).size == (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+    margin = _image(_post(server, photos[1], crop="true", crop_margin="10px 5px"))
+    assert margin.size == (_image(cropped).width + 10, _image(cropped).height + 20)
+    assert margin.getpixel((0, 0))[3] == 0  # the margin is transparent
+
+    preview = _post(server, full_photo, size="preview")
+    assert int(preview.headers["x-width"]) * int(preview.headers["x-height"]) <= 250_000
+
+    archive = zipfile.ZipFile(io.BytesIO(_post(server, photos[1], format="zip").content))
+    assert sorted(archive.namelist()) == ["alpha.png", "color.jpg"]
+    alpha = Image.open(archive.open("alpha.png"))
+    assert Image.open(archive.open("color.jpg")).mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(alpha), base)
+
+    b64 = httpx.post(server + "/v1.0/removebg", data={"image_file_b64": base64.b64encode(photos[1]).decode(),
+                                                      "channels": "alpha"}, timeout=60)
+    np.testing.assert_array_equal(np.asarray(_image(b64)), base)
+
+
+def test_plain_remove_endpoint(server, photos):
+    cutout = _image(_post(server, photos[2], "/v1/remove"))
+    assert cutout.mode == "RGBA"
+    mask = _image(_post(server, photos[2], "/v1/remove", mask="true"))
+    assert mask.mode == "L"
+    np.testing.assert_array_equal(np.asarray(mask), np.asarray(cutout.getchannel("A")))
+    assert _post(server, photos[2], "/v1/remove", format="jpg").headers["content-type"] == "image/jpeg"
+
+
+def test_concurrent_requests_are_batched_with_unchanged_results(server, photos):
+    single = [_post(server, photo, channels="alpha").content for photo in photos]
+    with ThreadPoolExecutor(len(photos)) as pool:
+        responses = list(pool.map(lambda photo: _post(server, photo, channels="alpha"), photos))
+    assert [r.status_code for r in responses] == [200] * len(photos)
+    assert max(int(r.headers["x-batch-size"]) for r in responses) > 1
+    assert httpx.get(server + "/metrics").json()["largest_batch"] > 1
+    # Same masks, each at its own photo: batching neither mixes photos up nor changes pixels.
+    assert [r.content for r in responses] == single
+
+
+def test_bad_requests_are_json_errors(server, photos):
+    assert "not an image" in _error(_post(server, b"just some text"), 415, "unsupported_media_type")
+    assert "truncated" in _error(_post(server, photos[0][: len(photos[0]) // 2]), 400, "invalid_image")
+    _error(httpx.post(server + "/v1.0/removebg", data={"size": "auto"}), 400, "missing_image")
+    assert "format" in _error(_post(server, photos[0], format="gif"), 400, "invalid_parameter")
+    assert "colour" in _error(_post(server, photos[0], bg_color="notacolour"), 400, "invalid_parameter")
+    assert "crop_margin" in _error(_post(server, photos[0], crop="true", crop_margin="600px"), 400, "invalid_parameter")
+    # URL fetching is on here, but never towards the server's own network.
+    for url in (server + "/healthz", server.replace("127.0.0.1", "localhost") + "/healthz", "http://169.254.169.254/"):
+        _error(httpx.post(server + "/v1.0/removebg", data={"image_url": url}), 400, "url_blocked")
+    _error(httpx.get(server + "/nope"), 404, "not_found")
+
+
+def test_api_key_is_required_when_set(strict):
+    text = b"not an image"
+    _error(_post(strict, text), 403, "auth_failed")
+    # Refused before the body is read: an oversized upload without the key gets 403, not 413.
+    _error(_post(strict, b"x" * 300_000), 403, "auth_failed")
+    _error(httpx.post(strict + "/v1/remove", files={"file": text}, headers={"X-Api-Key": "wrong"}), 403, "auth_failed")
+    # The right key gets past the check (to the decoder, which refuses the text).
+    ok = httpx.post(strict + "/v1.0/removebg", files={"image_file": text}, headers={"X-Api-Key": KEY})
+    _error(ok, 415, "unsupported_media_type")
+    assert httpx.get(strict + "/healthz").status_code == 200  # probes need no key
+    off = httpx.post(strict + "/v1.0/removebg", data={"image_url": "http://example.com/a.jpg"}, headers={"X-Api-Key": KEY})
+    _error(off, 400, "url_fetch_disabled")  # URL fetching is off by default
+
+
+def test_upload_and_pixel_limits(strict, full_photo):
+    headers = {"X-Api-Key": KEY}
+    big = b"\xff" * 300_000
+    _error(httpx.post(strict + "/v1.0/removebg", files={"image_file": big}, headers=headers), 413, "file_too_large")
+
+    def chunks():  # no Content-Length: the limit must hold while streaming too
+        yield b'--abc\r\nContent-Disposition: form-data; name="image_file"; filename="a.jpg"\r\n\r\n'
+        for _ in range(30):
+            yield b"x" * 10_000
+
+    chunked = httpx.post(strict + "/v1.0/removebg", content=chunks(),
+                         headers={**headers, "Content-Type": "multipart/form-data; boundary=abc"})
+    _error(chunked, 413, "file_too_large")
+    title = _error(httpx.post(strict + "/v1.0/removebg", files={"image_file": full_photo}, headers=headers),
+                   413, "image_too_large")
+    assert "550x832" in title
+
+
+def test_busy_server_answers_503_and_slow_request_504(strict, photos):
+    headers = {"X-Api-Key": KEY}
+    results = {}
+
+    def first():
+        results["first"] = httpx.post(strict + "/v1.0/removebg", files={"image_file": photos[0]}, headers=headers)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    time.sleep(0.25)  # the first request now waits in the 3 s batch window
+    busy = httpx.post(strict + "/v1.0/removebg", files={"image_file": photos[1]}, headers=headers)
+    thread.join()
+    _error(busy, 503, "server_busy")
+    assert busy.headers["retry-after"] == "1"
+    _error(results["first"], 504, "timeout")
+
+
+def test_model_that_cannot_load_keeps_readyz_failing_with_the_reason():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "clearbg", "serve", "--port", str(port), "--model", "no-such-model",
+                             "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert health.status_code == 200
+        deadline = time.monotonic() + 30
+        while "could not be loaded" not in (ready := httpx.get(url + "/readyz")).text:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert "no-such-model" in _error(ready, 503, "not_ready")
+        _error(httpx.post(url + "/v1/remove", files={"file": b"x"}), 503, "not_ready")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -1,0 +1,84 @@
+"""image_url fetching: public addresses only, checked again at every redirect."""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import threading
+
+import pytest
+
+from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url, is_public
+
+PHOTO = b"\xff\xd8 pretend jpeg bytes"
+
+
+@pytest.fixture(scope="module")
+def origin():
+    """A local HTTP server: /photo.jpg, /big, and redirects to itself or to 127.0.0.2."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            port = self.server.server_address[1]
+            targets = {"/to-photo": "/photo.jpg", "/to-other-loopback": f"http://127.0.0.2:{port}/photo.jpg",
+                       "/loop": "/loop"}
+            if self.path in targets:
+                self.send_response(302)
+                self.send_header("Location", targets[self.path])
+                self.end_headers()
+                return
+            body = {"/photo.jpg": PHOTO, "/big": b"x" * 5000}.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def only_127_0_0_1(ip) -> bool:
+    return str(ip) == "127.0.0.1"
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+    "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+])
+def test_internal_addresses_are_not_public(address):
+    assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111"])
+def test_public_addresses_are_public(address):
+    assert is_public(ipaddress.ip_address(address))
+
+
+def test_default_policy_refuses_loopback_names_and_literals(origin):
+    with pytest.raises(BlockedAddress):
+        fetch_url(origin + "/photo.jpg", max_bytes=1000)
+    with pytest.raises(BlockedAddress):
+        fetch_url(origin.replace("127.0.0.1", "localhost") + "/photo.jpg", max_bytes=1000)
+
+
+def test_fetch_follows_allowed_redirects_and_rechecks_each_hop(origin):
+    assert fetch_url(origin + "/photo.jpg", max_bytes=1000, allowed=only_127_0_0_1) == PHOTO
+    assert fetch_url(origin + "/to-photo", max_bytes=1000, allowed=only_127_0_0_1) == PHOTO
+    with pytest.raises(BlockedAddress, match="127.0.0.2"):
+        fetch_url(origin + "/to-other-loopback", max_bytes=1000, allowed=only_127_0_0_1)
+
+
+def test_fetch_limits_and_errors(origin):
+    with pytest.raises(FetchError, match="over the limit"):
+        fetch_url(origin + "/big", max_bytes=1000, allowed=only_127_0_0_1)
+    with pytest.raises(FetchError, match="redirects"):
+        fetch_url(origin + "/loop", max_bytes=1000, allowed=only_127_0_0_1)
+    with pytest.raises(FetchError, match="HTTP 404"):
+        fetch_url(origin + "/missing", max_bytes=1000, allowed=only_127_0_0_1)
+    with pytest.raises(FetchError, match="only http"):
+        fetch_url("file:///etc/passwd", max_bytes=1000)
