@@ -4,13 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 # System packages: a Java runtime for Spark (TorchDistributor), Debian's Chromium for the
-# report and in-browser tests (driven by Playwright; never `playwright install`).
+# report and in-browser tests (driven by Playwright; never `playwright install`), npm.
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
     apt-get update && apt-get install -y "${missing[@]}"
 fi
 python3 -m pip install --upgrade "setuptools>=77"
 python3 -m pip install -e ".[dev,bench]"
+# onnxruntime-web for the in-browser page, pinned by package-lock.json and served locally.
+npm ci --no-audit --no-fund
 python3 -m clearbg download --all

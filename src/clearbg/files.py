@@ -50,6 +50,28 @@ def output_uri(out_dir: str, ref: storage.ImageRef, fmt: str) -> str:
     return storage.join(out_dir, f"{ref.stem}.{fmt}")
 
 
+def read_photo(uri: str, max_pixels: int | None = None) -> Image.Image:
+    """Read and decode one photo (upright, size-checked).
+
+    Raises:
+        ClearbgError: it cannot be read or is not a usable image (StorageError/ImageError).
+
+    Example:
+        >>> read_photo("photos/a.jpg").size  # doctest: +SKIP
+        (550, 832)
+    """
+    return imageio.open_image(storage.read_bytes(uri), max_pixels=max_pixels, name=uri)
+
+
+def encode_output(image: Image.Image, prob, options: OutputOptions, fmt: str, quality: int = 95) -> bytes:
+    """The bytes of one output file: the photo composed with its probability map, encoded.
+
+    Example:
+        >>> data = encode_output(photo, prob, OutputOptions(), "png")  # doctest: +SKIP
+    """
+    return imageio.encode_image(compose(image, prob, options), fmt, quality=quality)
+
+
 def remove_files(
     inputs: Iterable[str],
     out_dir: str,
@@ -85,10 +107,10 @@ def remove_files(
     seen: dict[str, str] = {}
 
     def decode(ref: storage.ImageRef) -> Image.Image:
-        return imageio.open_image(storage.read_bytes(ref.uri), max_pixels=max_pixels, name=ref.uri)
+        return read_photo(ref.uri, max_pixels)
 
     def write(image: Image.Image, prob, target: str) -> str:
-        storage.write_bytes(target, imageio.encode_image(compose(image, prob, options), fmt, quality=quality))
+        storage.write_bytes(target, encode_output(image, prob, options, fmt, quality))
         return target
 
     def todo() -> Iterator[tuple[storage.ImageRef, str]]:

@@ -12,6 +12,7 @@ import click
 # name -> "module:function" of each command
 COMMANDS = {
     "remove": "clearbg.cli.remove:remove_command",
+    "batch": "clearbg.cli.batch:batch_command",
     "download": "clearbg.cli.download:download_command",
     "models": "clearbg.cli.models:models_command",
     "prepare": "clearbg.cli.prepare:prepare_command",
@@ -24,6 +25,7 @@ COMMANDS = {
     "promote": "clearbg.cli.promote:promote_command",
     "export": "clearbg.cli.export:export_command",
     "serve": "clearbg.cli.serve:serve_command",
+    "web": "clearbg.cli.web:web_command",
 }
 
 

@@ -48,6 +48,7 @@ from clearbg.serve.confidence import confidence
 from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url
 from clearbg.serve.limits import ApiKeyGuard, BodySizeLimit, ServeSettings
 from clearbg.serve.render import RenderOptions, Rendered, fit_size, render
+from clearbg.web.mount import mount_web
 
 _log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def create_app(
     )
     _add_error_handlers(app, state)
     _add_routes(app, state)
+    mount_web(app, model)  # GET /app/: the same model, run in the visitor's browser
     guarded = BodySizeLimit(app, settings.max_upload_bytes)
     return ApiKeyGuard(guarded, settings.api_key, REMOVE_PATHS) if settings.api_key else guarded
 

@@ -1,7 +1,8 @@
 """One number saying how sure the model is about a photo's mask, for the ``X-Confidence`` header.
 
-This is a stand-in until the quality gate (issue 8) brings a calibrated score: it is the only
-function the server calls, so the gate can replace it without touching anything else.
+This is a stand-in until the quality gate (the review stage in ../shared/DESIGN.md) brings a
+calibrated score: it is the only function the server calls, so the gate can replace it without
+touching anything else.
 """
 
 from __future__ import annotations

@@ -1,0 +1,112 @@
+"""``clearbg batch`` throughput and memory: images/s with 1 and 2 decode workers, RSS over the run.
+
+The fashion photos are cycled (copied under new names) up to ``--images``, and each setup runs
+``run_batch`` in its own process from an empty output folder (journal, outputs, results.parquet
+included), so every number covers the whole job. RSS is sampled every 0.2 s; flat memory shows
+as the median of the last fifth of samples staying near the median of the second fifth.
+
+    python bench/batch_speed.py                      # 200 images, workers 1 and 2
+    python bench/batch_speed.py --images 10000 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion" / "images"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def make_source(folder: Path, n: int, photos: int) -> None:
+    sources = sorted(DATA.glob("*.jpg"))[:photos]
+    for i in range(n):
+        src = sources[i % len(sources)]
+        shutil.copyfile(src, folder / f"c{i // len(sources):03d}_{src.name}")
+
+
+def child(src: str, out: str, workers: int, batch_size: int) -> dict:
+    from clearbg.batch import run_batch
+    from clearbg.inference.predictor import Predictor
+
+    predictor = Predictor("u2netp", batch_size=batch_size)
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(rss_mib())
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    summary = run_batch([src], out, predictor, workers=workers, progress=False)
+    stop.set()
+    sampler.join()
+    fifth = max(1, len(samples) // 5)
+    return {
+        "images": summary.ok + summary.failed, "failed": summary.failed, "seconds": round(summary.seconds, 2),
+        "images_per_s": round(summary.rate, 2), "peak_rss_mib": round(max(samples), 1),
+        "rss_early_mib": round(statistics.median(samples[fifth : 2 * fifth]), 1),
+        "rss_late_mib": round(statistics.median(samples[-fifth:]), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--photos", type=int, default=100, help="distinct fashion photos to cycle")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        src, out, workers, batch = args.child
+        print(json.dumps(child(src, out, int(workers), int(batch))))
+        return
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        make_source(src, args.images, args.photos)
+        for workers in args.workers:
+            out = Path(tmp) / f"out-{workers}"
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", str(src), str(out), str(workers), str(args.batch_size)],
+                capture_output=True, text=True, check=True,
+            )
+            row = {"workers": workers, "batch_size": args.batch_size, **json.loads(done.stdout.splitlines()[-1])}
+            print(row, flush=True)
+            rows.append(row)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"batch-u2netp-cpu{os.cpu_count()}-n{args.images}.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*rows[0], "machine"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "machine": f"{platform.machine()} {os.cpu_count()} cores"})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Run a batch on this machine: stream the listing, decode ahead, infer in batches, write behind.
+
+Memory stays flat however many photos there are: the listing is a generator, at most
+``2 * batch_size`` photos are decoded ahead of the model and at most as many outputs wait to
+be written; only the set of finished relpaths grows (see ``journal``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from tqdm import tqdm
+
+from clearbg import storage
+from clearbg.batch.journal import Journal
+from clearbg.errors import ClearbgError
+from clearbg.files import FORMATS, encode_output, read_photo
+from clearbg.inference.compose import OutputOptions
+from clearbg.inference.predictor import Predictor
+from clearbg.serve.confidence import confidence
+
+
+@dataclass
+class BatchSummary:
+    """What one run did (the full per-item table is ``results``)."""
+
+    ok: int
+    failed: int
+    skipped: int
+    seconds: float
+    results: str
+
+    @property
+    def rate(self) -> float:
+        done = self.ok + self.failed
+        return done / self.seconds if self.seconds else 0.0
+
+
+def output_for(out: str, ref: storage.ImageRef, fmt: str) -> str:
+    """``DST/<relpath with its suffix replaced by fmt>``: the input tree is mirrored, so equal
+    file names in different folders never collide.
+
+    Example:
+        >>> output_for("cut", storage.ImageRef("photos/shoes/a.jpg", "shoes/a.jpg"), "png")
+        'cut/shoes/a.png'
+    """
+    return storage.join(out, ref.relpath.rpartition("/")[0], f"{ref.stem}.{fmt}")
+
+
+def run_batch(
+    inputs: Iterable[str],
+    out: str,
+    predictor: Predictor,
+    *,
+    options: OutputOptions = OutputOptions(),
+    fmt: str = "png",
+    quality: int = 95,
+    workers: int = 2,
+    retry_failed: bool = False,
+    max_pixels: int | None = None,
+    progress: bool | None = None,
+) -> BatchSummary:
+    """Process every photo under ``inputs`` into ``out``, resumably.
+
+    Items already in ``out``'s journal are skipped (failed ones too, unless ``retry_failed``).
+    Each output is written, then journaled; at the end the journal is compacted into
+    ``out/results.parquet`` (relpath, uri, status ok|failed, error, confidence, seconds, output).
+
+    Args:
+        inputs: folders, files or s3:// prefixes.
+        out: local folder or s3:// prefix.
+        predictor: the loaded model; its ``batch_size`` photos go through it at once.
+        workers: threads reading/decoding ahead and encoding/writing behind.
+        retry_failed: attempt items that failed in an earlier run again.
+
+    Returns:
+        A ``BatchSummary``.
+
+    Raises:
+        StorageError: an input is missing, or the journal/results cannot be written.
+
+    Example:
+        >>> run_batch(["photos/"], "cut/", Predictor("u2netp")).ok  # doctest: +SKIP
+        24
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    started = time.perf_counter()
+    journal = Journal(out)
+    done = journal.done(retry_failed=retry_failed)
+    journal.open()
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(desc="batch", unit="img", disable=not show, dynamic_ncols=True)
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+
+    def todo() -> Iterator[storage.ImageRef]:
+        for ref in storage.iter_images(inputs):
+            if ref.relpath in done:
+                counts["skipped"] += 1
+                continue
+            yield ref
+
+    try:
+        for records in process(todo(), out, predictor, options=options, fmt=fmt, quality=quality,
+                               workers=workers, max_pixels=max_pixels):
+            journal.add(records)
+            for record in records:
+                counts[record["status"]] += 1
+            bar.update(len(records))
+    finally:
+        journal.close()
+        bar.close()
+    results = journal.write_results()
+    return BatchSummary(counts["ok"], counts["failed"], counts["skipped"], time.perf_counter() - started, results)
+
+
+def process(
+    refs: Iterable[storage.ImageRef],
+    out: str,
+    predictor: Predictor,
+    *,
+    options: OutputOptions = OutputOptions(),
+    fmt: str = "png",
+    quality: int = 95,
+    workers: int = 2,
+    max_pixels: int | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """The per-item work, shared by the local and Spark engines: decode, infer, compose, write.
+
+    ``workers`` threads decode up to ``2 * batch_size`` photos ahead of the model and encode and
+    write each batch's outputs. Yields, per inference batch, one record per photo (see
+    ``RESULT_COLUMNS``) once its output is in place; a photo that cannot be read, decoded or
+    written gets a ``failed`` record with the reason instead.
+
+    Example:
+        >>> for records in process(storage.iter_images(["photos/"]), "cut/", predictor):  # doctest: +SKIP
+        ...     print([r["status"] for r in records])
+    """
+
+    def decode(ref: storage.ImageRef):
+        t0 = time.perf_counter()
+        return read_photo(ref.uri, max_pixels), time.perf_counter() - t0
+
+    def write(ref: storage.ImageRef, image, prob, spent: float) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        target = output_for(out, ref, fmt)
+        storage.write_bytes(target, encode_output(image, prob, options, fmt, quality))
+        return _record(ref, "ok", spent + time.perf_counter() - t0, confidence=confidence(prob), output=target)
+
+    lookahead = predictor.batch_size * 2
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clearbg-batch") as pool:
+        window: deque[tuple[storage.ImageRef, Future]] = deque()
+        pending = iter(refs)
+
+        def refill() -> None:
+            for ref in pending:
+                window.append((ref, pool.submit(decode, ref)))
+                if len(window) >= lookahead:
+                    return
+
+        refill()
+        while window:
+            batch, records = [], []
+            while window and len(batch) < predictor.batch_size:
+                ref, future = window.popleft()
+                try:
+                    image, spent = future.result()
+                    batch.append((ref, image, spent))
+                except ClearbgError as err:
+                    records.append(_record(ref, "failed", 0.0, error=str(err)))
+            refill()
+            if batch:
+                t0 = time.perf_counter()
+                probs = predictor.predict([image for _, image, _ in batch])
+                share = (time.perf_counter() - t0) / len(batch)
+                writes = [pool.submit(write, ref, image, prob, spent + share)
+                          for (ref, image, spent), prob in zip(batch, probs)]
+                for (ref, _, _), future in zip(batch, writes):
+                    try:
+                        records.append(future.result())
+                    except ClearbgError as err:
+                        records.append(_record(ref, "failed", 0.0, error=str(err)))
+            yield records
+
+
+def _record(ref: storage.ImageRef, status: str, seconds: float, *, confidence: float | None = None,
+            error: str = "", output: str = "") -> dict[str, Any]:
+    return {"relpath": ref.relpath, "uri": ref.uri, "status": status, "error": error,
+            "confidence": confidence, "seconds": round(seconds, 4), "output": output}

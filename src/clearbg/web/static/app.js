@@ -1,0 +1,158 @@
+// clearbg in the browser: the exported ONNX model run by onnxruntime-web (WebAssembly), no upload.
+//
+// Preparation and post-processing replicate clearbg's Predictor (inference/predictor.py) so a
+// mask here matches Python ONNX Runtime on the same 320x320 input:
+//   RGB (transparent photos flattened onto white) -> S x S -> / the image's own max
+//   -> (x - mean) / std per channel, NCHW -> sigmoid mask -> min-max stretch per image.
+// The model's input size, mean and std come from model.json (written from the ONNX metadata).
+let ort;  // onnxruntime-web, imported in main() so a missing runtime is reported on the page
+
+const $ = (id) => document.getElementById(id);
+const status = $('status');
+
+function setState(state, message) {
+  document.body.dataset.state = state;
+  status.textContent = message;
+  status.classList.toggle('error', state === 'error');
+}
+
+async function loadModel() {
+  try {
+    ort = await import('./ort/ort.wasm.bundle.min.mjs');
+  } catch (err) {
+    throw new Error('onnxruntime-web is missing on the server (run ./setup.sh there, then rebuild the page)');
+  }
+  // More than one thread needs cross-origin isolation (COOP/COEP headers); without it ORT runs one.
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  const response = await fetch('model.json');
+  if (!response.ok) throw new Error(`model.json: HTTP ${response.status}`);
+  const meta = await response.json();
+  const session = await ort.InferenceSession.create('model.onnx', { executionProviders: ['wasm'] });
+  return { meta, session };
+}
+
+// uint8 RGB (S*S*3, HWC) of the photo resized to S x S, aspect not kept (as the model was trained).
+function resizeToInput(bitmap, size) {
+  const canvas = new OffscreenCanvas(size, size);
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  ctx.fillStyle = '#fff';
+  ctx.fillRect(0, 0, size, size);
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = 'medium';
+  ctx.drawImage(bitmap, 0, 0, size, size);
+  const rgba = ctx.getImageData(0, 0, size, size).data;
+  const rgb = new Uint8Array(size * size * 3);
+  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
+    rgb[j] = rgba[i]; rgb[j + 1] = rgba[i + 1]; rgb[j + 2] = rgba[i + 2];
+  }
+  return rgb;
+}
+
+// Predictor's normalise_inputs: / max over the whole image, then (x - mean) / std; HWC -> CHW.
+function normalise(rgb, size, mean, std) {
+  let max = 0;
+  for (const v of rgb) if (v > max) max = v;
+  const scale = Math.max(max, 1e-6);
+  const plane = size * size;
+  const out = new Float32Array(3 * plane);
+  for (let p = 0; p < plane; p++) {
+    for (let c = 0; c < 3; c++) out[c * plane + p] = (rgb[p * 3 + c] / scale - mean[c]) / std[c];
+  }
+  return out;
+}
+
+// Predictor's per-image min-max stretch of the sigmoid map.
+function stretch(prob) {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of prob) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  const range = Math.max(hi - lo, 1e-8);
+  return prob.map((v) => (v - lo) / range);
+}
+
+// The cutout at the photo's full resolution: the S x S mask upsampled with bilinear smoothing.
+function cutout(bitmap, mask, size) {
+  const small = new OffscreenCanvas(size, size);
+  const alpha = new ImageData(size, size);
+  for (let p = 0; p < mask.length; p++) alpha.data[p * 4 + 3] = Math.round(Math.min(1, Math.max(0, mask[p])) * 255);
+  small.getContext('2d').putImageData(alpha, 0, 0);
+  const full = document.createElement('canvas');
+  full.width = bitmap.width; full.height = bitmap.height;
+  const ctx = full.getContext('2d');
+  ctx.drawImage(bitmap, 0, 0);
+  ctx.globalCompositeOperation = 'destination-in';
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = 'low';  // bilinear
+  ctx.drawImage(small, 0, 0, full.width, full.height);
+  return full;
+}
+
+function show(canvas, full, background) {
+  canvas.width = full.width; canvas.height = full.height;
+  const ctx = canvas.getContext('2d');
+  if (background) { ctx.fillStyle = background; ctx.fillRect(0, 0, full.width, full.height); }
+  ctx.drawImage(full, 0, 0);
+}
+
+let cutoutCanvas = null, cutoutName = 'cutout.png';
+
+async function removeBackground(model, file) {
+  setState('working', `Removing the background of ${file.name}…`);
+  const started = performance.now();
+  const bitmap = await createImageBitmap(file, { imageOrientation: 'from-image' });
+  const size = model.meta.input_size;
+  const rgb = resizeToInput(bitmap, size);
+  const input = new ort.Tensor('float32', normalise(rgb, size, model.meta.mean, model.meta.std), [1, 3, size, size]);
+  const inferStart = performance.now();
+  const outputs = await model.session.run({ [model.meta.input_name]: input });
+  const inferenceMs = performance.now() - inferStart;
+  const mask = stretch(outputs[model.meta.output_name].data);
+  cutoutCanvas = cutout(bitmap, mask, size);
+  const ms = performance.now() - started;
+  show($('on-checker'), cutoutCanvas, null);
+  show($('on-white'), cutoutCanvas, '#fff');
+  $('result').hidden = false;
+  $('download').disabled = false;
+  cutoutName = file.name.replace(/\.[^.]*$/, '') + '-cutout.png';
+  const time = $('time');
+  time.textContent = `${Math.round(ms)} ms per image (network ${Math.round(inferenceMs)} ms, ${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? 's' : ''})`;
+  time.dataset.ms = ms.toFixed(1);
+  // Read back by the end-to-end test (tests/test_web.py) and handy in the console.
+  window.clearbgLast = { mask: Array.from(mask), input: Array.from(rgb), size, ms, inferenceMs,
+                         width: bitmap.width, height: bitmap.height };
+  setState('done', `Done: ${file.name} (${bitmap.width}x${bitmap.height}).`);
+}
+
+async function main() {
+  let model;
+  try {
+    model = await loadModel();
+  } catch (err) {
+    setState('error', `Could not load the model: ${err.message}`);
+    return;
+  }
+  setState('ready', `Ready (${model.meta.model}). Drop a photo.`);
+  const run = (file) => {
+    if (!file) return;
+    removeBackground(model, file).catch((err) => setState('error', `Could not process ${file.name}: ${err.message}`));
+  };
+  $('file').addEventListener('change', (event) => run(event.target.files[0]));
+  const drop = $('drop');
+  drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (event) => {
+    event.preventDefault();
+    drop.classList.remove('over');
+    run(event.dataTransfer.files[0]);
+  });
+  $('download').addEventListener('click', () => {
+    cutoutCanvas.toBlob((blob) => {
+      const link = document.createElement('a');
+      link.href = URL.createObjectURL(blob);
+      link.download = cutoutName;
+      link.click();
+      setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+    }, 'image/png');
+  });
+}
+
+main();

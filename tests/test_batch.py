@@ -1,0 +1,163 @@
+"""``clearbg batch``: outputs + results table, failures with reasons, retry, S3, and a real kill -9."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from clearbg.batch import RESULT_COLUMNS, Journal, run_batch
+from clearbg.inference.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor("u2netp", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def fashion(tiny_pairs):
+    return [r["image"] for r in tiny_pairs if r["domain"] == "fashion"]
+
+
+def make_source(folder, photos, *, corrupt=True):
+    """Photos under ``folder`` (the first two in a subfolder) plus a corrupt ``bad.jpg``."""
+    (folder / "sub").mkdir(parents=True)
+    for i, photo in enumerate(photos):
+        shutil.copy(photo, folder / ("sub" if i < 2 else "") / os.path.basename(photo))
+    if corrupt:
+        (folder / "bad.jpg").write_bytes(b"this is not a jpeg")
+    return folder
+
+
+def journal_lines(out):
+    path = out / ".batch" / "journal.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_outputs_and_results_with_a_corrupt_photo(tmp_path, predictor, fashion):
+    src = make_source(tmp_path / "src", fashion[:4])
+    out = tmp_path / "out"
+    summary = run_batch([str(src)], str(out), predictor, workers=2, progress=False)
+    assert (summary.ok, summary.failed, summary.skipped) == (4, 1, 0)
+
+    table = pd.read_parquet(out / "results.parquet")
+    assert tuple(table.columns) == RESULT_COLUMNS
+    assert len(table) == 5 and table["relpath"].is_unique
+    ok = table[table.status == "ok"]
+    assert sorted(ok.relpath) == sorted(("sub/" if i < 2 else "") + os.path.basename(p) for i, p in enumerate(fashion[:4]))
+    assert ok.confidence.between(0.5, 1.0).all() and (ok.seconds > 0).all()
+    for output in ok.output:
+        with Image.open(output) as im:
+            assert im.mode == "RGBA" and im.getchannel("A").getextrema() == (0, 255)
+    assert os.path.exists(out / "sub" / os.path.basename(fashion[0]).replace(".jpg", ".png"))
+    bad = table[table.status == "failed"].iloc[0]
+    assert bad.relpath == "bad.jpg" and "not an image" in bad.error and bad.output == ""
+
+    # A rerun does nothing: everything is in the journal, the corrupt photo included.
+    again = run_batch([str(src)], str(out), predictor, progress=False)
+    assert (again.ok, again.failed, again.skipped) == (0, 0, 5)
+    assert len(journal_lines(out)) == 5
+
+
+def test_retry_failed_attempts_failures_again(tmp_path, predictor, fashion):
+    src = make_source(tmp_path / "src", fashion[:2])
+    out = tmp_path / "out"
+    run_batch([str(src)], str(out), predictor, progress=False)
+    shutil.copy(fashion[2], src / "bad.jpg")  # the photo got fixed upstream
+
+    plain = run_batch([str(src)], str(out), predictor, progress=False)
+    assert (plain.ok, plain.failed, plain.skipped) == (0, 0, 3)
+    retried = run_batch([str(src)], str(out), predictor, retry_failed=True, progress=False)
+    assert (retried.ok, retried.failed, retried.skipped) == (1, 0, 2)
+    table = pd.read_parquet(out / "results.parquet").set_index("relpath")
+    assert table.loc["bad.jpg", "status"] == "ok" and table.loc["bad.jpg", "error"] == ""
+    assert Image.open(out / "bad.png").size == Image.open(fashion[2]).size
+
+
+def test_kill_9_mid_run_then_rerun_does_each_photo_exactly_once(tmp_path, fashion):
+    photos = fashion[:8]
+    src = make_source(tmp_path / "src", photos, corrupt=False)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "clearbg", "batch", str(src), "--out", str(out), "--batch-size", "2", "--workers", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(journal_lines(out)) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the batch never journaled a batch"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    first = {r["relpath"] for r in journal_lines(out)}
+    assert 2 <= len(first) < len(photos), "killed too late to test anything"
+    assert not (out / "results.parquet").exists()
+    # What a kill inside atomic_write_bytes leaves behind; the rerun must clear it.
+    (out / "ccp_9999.png.k1ll3d.tmp").write_bytes(b"half")
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    lines = journal_lines(out)
+    relpaths = [r["relpath"] for r in lines]
+    assert len(relpaths) == len(set(relpaths)) == len(photos), "a photo was journaled twice or lost"
+    table = pd.read_parquet(out / "results.parquet")
+    assert len(table) == len(photos) and (table.status == "ok").all()
+    assert not list(out.rglob("*.tmp"))
+    for output in table.output:
+        with Image.open(output) as im:
+            im.load()  # a truncated file would raise here
+    assert f"{len(photos) - len(first)} ok, 0 failed, {len(first)} already done" in rerun.stderr
+
+
+def test_s3_in_and_out(s3_bucket, s3_client, predictor, fashion):
+    bucket = s3_bucket.removeprefix("s3://")
+    for photo in fashion[:3]:
+        s3_client.upload_file(photo, bucket, f"raw/shoot/{os.path.basename(photo)}")
+    s3_client.put_object(Bucket=bucket, Key="raw/bad.jpg", Body=b"nope")
+
+    summary = run_batch([f"{s3_bucket}/raw/"], f"{s3_bucket}/cut/", predictor, progress=False)
+    assert (summary.ok, summary.failed) == (3, 1)
+    body = s3_client.get_object(Bucket=bucket, Key="cut/results.parquet")["Body"].read()
+    table = pd.read_parquet(io.BytesIO(body)).set_index("relpath")
+    name = os.path.basename(fashion[0]).replace(".jpg", ".png")
+    assert table.loc[f"shoot/{os.path.basename(fashion[0])}", "output"] == f"{s3_bucket}/cut/shoot/{name}"
+    assert table.loc["bad.jpg", "status"] == "failed"
+    cutout = s3_client.get_object(Bucket=bucket, Key=f"cut/shoot/{name}")["Body"].read()
+    assert Image.open(io.BytesIO(cutout)).mode == "RGBA"
+
+    again = run_batch([f"{s3_bucket}/raw/"], f"{s3_bucket}/cut/", predictor, progress=False)
+    assert (again.ok, again.failed, again.skipped) == (0, 0, 4)
+    assert len(list(Journal(f"{s3_bucket}/cut/").records())) == 4
+
+
+def test_spark_engine_reads_and_writes_s3(s3_bucket, s3_client, fashion):
+    pytest.importorskip("pyspark")
+    from clearbg.batch.spark import run_batch_spark
+
+    bucket = s3_bucket.removeprefix("s3://")
+    for photo in fashion[:4]:
+        s3_client.upload_file(photo, bucket, f"raw/{os.path.basename(photo)}")
+    s3_client.put_object(Bucket=bucket, Key="raw/bad.jpg", Body=b"nope")
+
+    summary = run_batch_spark([f"{s3_bucket}/raw/"], f"{s3_bucket}/cut/", "u2netp", batch_size=2, partitions=2)
+    assert (summary.ok, summary.failed, summary.skipped) == (4, 1, 0)
+    body = s3_client.get_object(Bucket=bucket, Key="cut/results.parquet")["Body"].read()
+    table = pd.read_parquet(io.BytesIO(body)).set_index("relpath")
+    assert len(table) == 5 and table.loc["bad.jpg", "status"] == "failed"
+    assert table.loc["bad.jpg", "error"] and pd.isna(table.loc["bad.jpg", "confidence"])
+    ok = table[table.status == "ok"]
+    assert ok.confidence.between(0.5, 1.0).all()
+    for output in ok.output:
+        key = output.removeprefix(f"{s3_bucket}/")
+        assert Image.open(io.BytesIO(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())).mode == "RGBA"
+    # Same journal as the local engine: a local rerun finds everything done.
+    again = run_batch([f"{s3_bucket}/raw/"], f"{s3_bucket}/cut/", Predictor("u2netp", batch_size=1), progress=False)
+    assert (again.ok, again.failed, again.skipped) == (0, 0, 5)

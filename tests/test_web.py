@@ -1,0 +1,174 @@
+"""The in-browser page: built as a static folder, run in Debian's Chromium (Playwright), its
+mask compared with Python ONNX Runtime on the same input; plus ``clearbg serve``'s ``/app/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from clearbg.cli import cli
+from clearbg.evaluate.metrics import confusion_counts, iou_from_counts
+from clearbg.web.site import ISOLATION_HEADERS, MEDIA_TYPES, WebError, ort_dist
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """``clearbg web build --model u2netp`` into a temporary folder."""
+    out = tmp_path_factory.mktemp("web") / "site"
+    result = CliRunner().invoke(cli, ["web", "build", "--model", "u2netp", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Static files with the page's MIME types and cross-origin isolation (as /app/ sends)."""
+
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MEDIA_TYPES}
+
+    def end_headers(self) -> None:
+        for key, value in ISOLATION_HEADERS.items():
+            self.send_header(key, value)
+        super().end_headers()
+
+    def log_message(self, *args) -> None:  # keep pytest's output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def site_url(site):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def _python_ort_mask(onnx_path: Path, rgb: np.ndarray, meta: dict) -> np.ndarray:
+    """Predictor's normalisation + min-max stretch around Python ONNX Runtime."""
+    import onnxruntime as ort
+    import torch
+
+    from clearbg.inference.predictor import normalise_inputs
+
+    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    x = normalise_inputs(torch.from_numpy(rgb[None]), mean, std).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    prob = session.run(["mask"], {"image": x})[0][0, 0]
+    return (prob - prob.min()) / max(prob.max() - prob.min(), 1e-8)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(iou_from_counts(confusion_counts((a >= 0.5)[None], (b >= 0.5)[None]))[0])
+
+
+def test_page_in_chromium_matches_python_onnxruntime(site, site_url, tiny_pairs, tmp_path):
+    import json
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from clearbg.inference.predictor import resize_for_model
+
+    meta = json.loads((site / "model.json").read_text())
+    photo_path = next(row["image"] for row in tiny_pairs if row["domain"] == "fashion")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(site_url)
+            page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=20_000)
+            assert page.get_attribute("body", "data-state") == "ready", page.inner_text("#status")
+            page.set_input_files("#file", photo_path)
+            page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=20_000)
+            assert page.get_attribute("body", "data-state") == "done", page.inner_text("#status")
+            last = page.evaluate("window.clearbgLast")
+            shown_ms = float(page.get_attribute("#time", "data-ms"))
+            time_text = page.inner_text("#time")
+            # Drag and drop: the same photo dropped on the zone gives the same mask.
+            page.evaluate("document.body.dataset.state = 'dropping'")
+            page.dispatch_event("#drop", "drop", {"dataTransfer": page.evaluate_handle(
+                """async (b64) => {
+                    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                    const transfer = new DataTransfer();
+                    transfer.items.add(new File([bytes], 'dropped.jpg', { type: 'image/jpeg' }));
+                    return transfer;
+                }""", base64.b64encode(Path(photo_path).read_bytes()).decode())})
+            page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=20_000)
+            assert "dropped.jpg" in page.inner_text("#status")
+            assert page.evaluate("window.clearbgLast.mask")[::997] == last["mask"][::997]
+            with page.expect_download() as download:
+                page.click("#download")
+            png = tmp_path / "cutout.png"
+            download.value.save_as(png)
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            print(f"\nbrowser: {time_text}; screenshot {tmp_path / 'page.png'}")
+        finally:
+            browser.close()
+    assert not errors
+
+    size = meta["input_size"]
+    browser_input = np.array(last["input"], dtype=np.uint8).reshape(size, size, 3)
+    browser_mask = np.array(last["mask"], dtype=np.float32).reshape(size, size)
+    # Same 320x320 input through Python ONNX Runtime: the JS normalisation and post-processing
+    # must match Predictor's.
+    python_mask = _python_ort_mask(site / "model.onnx", browser_input, meta)
+    print(f"IoU vs Python ORT {_iou(browser_mask, python_mask):.5f}, max diff {np.abs(browser_mask - python_mask).max():.2e}")
+    assert _iou(browser_mask, python_mask) >= 0.99
+    assert np.abs(browser_mask - python_mask).max() < 0.02
+    # The browser's resize is not PIL's, but the mask must still agree with clearbg's own pipeline.
+    photo = Image.open(photo_path)
+    pil_mask = _python_ort_mask(site / "model.onnx", resize_for_model(photo, size), meta)
+    print(f"IoU vs PIL-resized input {_iou(browser_mask, pil_mask):.4f}")
+    assert _iou(browser_mask, pil_mask) >= 0.95
+
+    assert 0 < shown_ms < 20_000 and "ms per image" in time_text
+    cutout = Image.open(png)
+    assert cutout.mode == "RGBA" and cutout.size == photo.size == (last["width"], last["height"])
+    alpha = np.asarray(cutout)[..., 3]
+    assert alpha.min() == 0 and alpha.max() == 255  # real transparency, not a flat image
+
+
+def test_serve_mounts_the_page_under_app(site):
+    from clearbg.serve.app import create_app
+
+    # The lifespan (model loading) is not started: /app/ needs only the files and the export.
+    client = TestClient(create_app(model=str(site / "model.onnx")))
+    assert client.get("/app", follow_redirects=False).headers["location"] == "/app/"
+    page = client.get("/app/")
+    assert page.status_code == 200 and 'src="app.js"' in page.text
+    assert page.headers["cross-origin-embedder-policy"] == "require-corp"
+    runtime = client.get("/app/ort/ort.wasm.bundle.min.mjs")
+    assert runtime.status_code == 200 and runtime.headers["content-type"].startswith("text/javascript")
+    assert client.get("/app/ort/ort-wasm-simd-threaded.wasm").headers["content-type"] == "application/wasm"
+    assert client.get("/app/model.json").json()["input_size"] == 320
+    assert client.get("/app/model.onnx").content == (site / "model.onnx").read_bytes()
+    # Only the page's own files: no other node_modules file, no path tricks.
+    assert client.get("/app/ort/ort.min.js").status_code == 404
+    assert client.get("/app/ort/%2E%2E/package.json").status_code == 404
+
+
+def test_missing_onnxruntime_web_says_run_setup(tmp_path):
+    """Without node_modules the build fails with what to do, before exporting anything."""
+    from clearbg.web.site import build_site
+
+    with pytest.raises(WebError, match=r"run \./setup\.sh"):
+        ort_dist(tmp_path)
+    with pytest.raises(WebError, match="onnxruntime-web is not installed"):
+        build_site("u2netp", tmp_path / "site", node_root=tmp_path)
+    assert not (tmp_path / "site").exists()
