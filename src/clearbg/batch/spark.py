@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
-import sys
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -24,6 +22,7 @@ from clearbg import storage
 from clearbg.batch.journal import Journal
 from clearbg.batch.local import BatchSummary, process
 from clearbg.inference.compose import OutputOptions
+from clearbg.spark import local_spark
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -73,7 +72,7 @@ def run_batch_spark(
     journal.open()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     own = spark is None
-    spark = spark or local_spark()
+    spark = spark or local_spark("clearbg-batch")
     work = functools.partial(
         _partition, out=out, model=model, batch_size=batch_size, options=options, fmt=fmt,
         quality=quality, workers=workers, max_pixels=max_pixels,
@@ -103,22 +102,6 @@ def run_batch_spark(
             spark.stop()
     results = journal.write_results()
     return BatchSummary(counts["ok"], counts["failed"], counts["skipped"], time.perf_counter() - started, results)
-
-
-def local_spark() -> SparkSession:
-    """A local[2] session on 127.0.0.1 whose Python workers use this interpreter (with clearbg)."""
-    from pyspark.sql import SparkSession
-
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    return (
-        SparkSession.builder.master("local[2]")
-        .appName("clearbg-batch")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
 
 
 def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_size: int | None,

@@ -11,7 +11,6 @@ as averages of per-rank averages.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -246,23 +245,6 @@ def _train_on_worker(config_dict: dict[str, Any]) -> TrainResult:
         cleanup()
 
 
-def _local_spark() -> SparkSession:
-    from pyspark.sql import SparkSession
-
-    # Without these Spark's Python workers would use the system interpreter, which may lack
-    # torch and clearbg.
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    return (
-        SparkSession.builder.master("local[2]")
-        .appName("clearbg-train")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
-
-
 def run_on_spark(config: TrainConfig, num_processes: int, use_gpu: bool = False,
                  spark: SparkSession | None = None, local_mode: bool = True) -> TrainResult:
     """Run :func:`clearbg.train.loop.train` on Spark with ``TorchDistributor``.
@@ -295,7 +277,12 @@ def run_on_spark(config: TrainConfig, num_processes: int, use_gpu: bool = False,
     if num_processes < 1:
         raise ClearbgError(f"num_processes must be >= 1, got {num_processes}")
     own = spark is None
-    session = _local_spark() if own else spark
+    if own:
+        from clearbg.spark import local_spark
+
+        session = local_spark("clearbg-train")
+    else:
+        session = spark
     try:
         distributor = TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu)
         return distributor.run(_train_on_worker, config.to_dict())
