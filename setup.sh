@@ -14,6 +14,8 @@ if ((${#missing[@]})); then
 fi
 python3 -m pip install --upgrade "setuptools>=77"
 python3 -m pip install -e ".[dev,bench]"
-# onnxruntime-web for the in-browser page, pinned by package-lock.json and served locally.
-npm ci --no-audit --no-fund
+# onnxruntime-web for the in-browser page and swagger-ui-dist for /docs, pinned by
+# package-lock.json and served locally. No install scripts: @scarf/scarf (a dependency of
+# swagger-ui-dist) would send install analytics.
+npm ci --no-audit --no-fund --ignore-scripts
 python3 -m clearbg download --all

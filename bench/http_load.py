@@ -5,13 +5,10 @@ threads each send ``--requests`` photos (full-size fashion photos, cycled) and w
 cutout; the table gives throughput, latency percentiles and the server's RSS before and after
 the load (growth over 10 % would hint at a leak).
 
-``rembg s`` is rembg 2.0.86's own FastAPI server (``rembg.commands.s_command``), run with the
-official u2netp.onnx copied into a temporary model home (it only loads custom models from
-there) and ``--no-ui``. Its CLI package imports every command's dependencies (``filetype``,
-``watchdog``, ``aiohttp``, ``asyncer``, ...), which this environment does not install, and none
-is used on the upload path: the launcher below imports only ``s_command``, stands in stubs for
-``aiohttp`` (URL fetching only) and ``asyncer`` (``asyncify`` = anyio's ``to_thread.run_sync``,
-which is what asyncer does), and calls rembg's own ``s_command`` unchanged.
+``rembg s`` is rembg 2.0.86's own server, started with its own command line from a private
+virtual environment (``bench/rembg_cli.py``; its pins clash with clearbg's), with the official
+u2netp.onnx copied into a temporary model home (it only loads custom models from there) and
+``--no-ui``.
 
     python bench/http_load.py                          # 8 clients x 500 requests
     python bench/http_load.py --requests 40 --servers clearbg,rembg
@@ -35,27 +32,10 @@ import time
 from pathlib import Path
 
 import httpx
+from rembg_cli import rembg_executable
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion"
 RESULTS = Path(__file__).resolve().parent / "results"
-
-REMBG_LAUNCHER = r"""
-import functools, os, sys, types
-import anyio.to_thread
-import rembg
-# rembg.commands/__init__ imports every command (and their deps); load only s_command.
-commands = types.ModuleType("rembg.commands")
-commands.__path__ = [os.path.join(os.path.dirname(rembg.__file__), "commands")]
-sys.modules["rembg.commands"] = commands
-def _asyncify(fn):
-    async def run(*args, **kwargs):
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
-    return run
-sys.modules["asyncer"] = types.SimpleNamespace(asyncify=_asyncify)
-sys.modules["aiohttp"] = types.ModuleType("aiohttp")
-from rembg.commands.s_command import s_command
-s_command.callback(port=int(sys.argv[1]), host="127.0.0.1", log_level="warning", threads=None, no_ui=True)
-"""
 
 
 def free_port() -> int:
@@ -101,7 +81,8 @@ class Server:
             onnx = home / f"{model}.onnx"
             shutil.copy(cached_onnx(get_spec(model)), onnx)
             env["U2NET_HOME"] = str(home)  # rembg only loads custom models from its home
-            cmd = [sys.executable, "-c", REMBG_LAUNCHER, str(self.port)]
+            cmd = [str(rembg_executable()), "s", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--log_level", "warning", "--no-ui"]
             self.path, self.field = "/api/remove", "file"
             self.form, self.params = {"model": "u2net_custom"}, {"extras": json.dumps({"model_path": str(onnx)})}
             self.ready = "/api"

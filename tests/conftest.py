@@ -186,3 +186,20 @@ def make_mlflow_store(tmp_path_factory) -> Callable[[pathlib.Path], str]:
         return f"sqlite:///{folder / 'mlflow.db'}"
 
     return make
+
+
+# Debian's Chromium, the way the project runs it everywhere (never `playwright install`).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium per test module (Playwright's sync API); tests open their own pages."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

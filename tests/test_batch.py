@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from clearbg.batch import RESULT_COLUMNS, Journal, run_batch
+from clearbg.errors import StorageError
 from clearbg.inference.predictor import Predictor
 
 
@@ -84,6 +85,34 @@ def test_retry_failed_attempts_failures_again(tmp_path, predictor, fashion):
     assert Image.open(out / "bad.png").size == Image.open(fashion[2]).size
 
 
+def test_several_sources_keep_their_names_and_clashing_outputs_are_refused(tmp_path, predictor, fashion):
+    # Two shoots with the same file name, and a shoot holding x.jpg and x.png (both -> x.png).
+    for shoot in ("shoot1", "shoot2"):
+        (tmp_path / shoot).mkdir()
+        shutil.copy(fashion[0], tmp_path / shoot / "a.jpg")
+    Image.open(fashion[1]).save(tmp_path / "shoot2" / "a.b.png")  # stem "a.b": no clash with "a"
+    Image.open(fashion[1]).save(tmp_path / "shoot2" / "a.png")
+    out = tmp_path / "out"
+    summary = run_batch([str(tmp_path / "shoot1"), str(tmp_path / "shoot2") + "/"], str(out), predictor,
+                        progress=False)
+    assert (summary.ok, summary.failed) == (3, 1)
+    table = pd.read_parquet(out / "results.parquet").set_index("relpath")
+    assert sorted(table.index) == ["shoot1/a.jpg", "shoot2/a.b.png", "shoot2/a.jpg", "shoot2/a.png"]
+    assert table.loc["shoot2/a.png", "status"] == "failed"
+    assert str(tmp_path / "shoot2" / "a.jpg") in table.loc["shoot2/a.png", "error"]
+    # The first photo's output is the one kept: a.jpg's cutout, not overwritten by a.png's.
+    assert Image.open(out / "shoot2" / "a.png").size == Image.open(fashion[0]).size != Image.open(fashion[1]).size
+    assert (out / "shoot1" / "a.png").exists() and (out / "shoot2" / "a.b.png").exists()
+    # Inputs that would write the same outputs are refused before anything runs.
+    (tmp_path / "other" / "shoot1").mkdir(parents=True)
+    with pytest.raises(StorageError, match="would write the same outputs"):
+        run_batch([str(tmp_path / "shoot1"), str(tmp_path / "other" / "shoot1")], str(tmp_path / "o2"), predictor)
+    with pytest.raises(StorageError, match="would write the same outputs"):
+        run_batch([str(tmp_path / "shoot1" / "a.jpg"), str(tmp_path / "shoot2" / "a.png")], str(tmp_path / "o3"),
+                  predictor)
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
 def test_kill_9_mid_run_then_rerun_does_each_photo_exactly_once(tmp_path, fashion):
     photos = fashion[:8]
     src = make_source(tmp_path / "src", photos, corrupt=False)
@@ -147,7 +176,12 @@ def test_spark_engine_reads_and_writes_s3(s3_bucket, s3_client, fashion):
         s3_client.upload_file(photo, bucket, f"raw/{os.path.basename(photo)}")
     s3_client.put_object(Bucket=bucket, Key="raw/bad.jpg", Body=b"nope")
 
-    summary = run_batch_spark([f"{s3_bucket}/raw/"], f"{s3_bucket}/cut/", "u2netp", batch_size=2, partitions=2)
+    # The workers get moto's endpoint and keys explicitly: a Spark session started earlier in this
+    # process would otherwise hand them the environment from before the S3 fixture set it.
+    keys = {name: os.environ[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CONFIG_FILE",
+                                                "AWS_SHARED_CREDENTIALS_FILE", "CLEARBG_S3_ENDPOINT_URL")}
+    summary = run_batch_spark([f"{s3_bucket}/raw/"], f"{s3_bucket}/cut/", "u2netp", batch_size=2, partitions=2,
+                              worker_env=keys)
     assert (summary.ok, summary.failed, summary.skipped) == (4, 1, 0)
     body = s3_client.get_object(Bucket=bucket, Key="cut/results.parquet")["Body"].read()
     table = pd.read_parquet(io.BytesIO(body)).set_index("relpath")

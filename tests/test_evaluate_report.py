@@ -21,16 +21,6 @@ WORST = 2
 # the table columns out of view.
 LONG_NAME = "runs/u2netp-fashion320-cut-at-0.95-with-a-long-run-name-lr1e-4/checkpoints/best.pt"
 LONG_FOLDER = "runs_u2netp-fashion320-cut-at-0.95-with-a-long-run-name-lr1e-4_checkpoints_best.pt"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
@@ -65,31 +55,27 @@ def paired_report(evaluations, tmp_path_factory) -> Path:
     return write_report([a, b], tmp_path_factory.mktemp("paired"), worst_k=WORST, title="cut 0.5 vs 0.95")
 
 
-def render(report: Path, screenshot: Path) -> dict:
+def render(browser, report: Path, screenshot: Path) -> dict:
     """Open the report in Chromium; what the page shows, and a full-page screenshot."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(report.as_uri(), wait_until="load")
-            found = page.evaluate("""() => ({
-                images: document.images.length,
-                broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
-                tables: document.querySelectorAll('table').length,
-                cases: document.querySelectorAll('.case').length,
-                title: document.title,
-                text: document.body.innerText,
-                height: document.body.scrollHeight,
-                // tables (outside the collapsed settings) whose columns do not all fit
-                clipped: Array.from(document.querySelectorAll('.tablewrap'))
-                    .filter(t => !t.closest('details') && t.scrollWidth > t.clientWidth + 1)
-                    .map(t => t.querySelector('th').innerText),
-            })""")
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(report.as_uri(), wait_until="load")
+        found = page.evaluate("""() => ({
+            images: document.images.length,
+            broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
+            tables: document.querySelectorAll('table').length,
+            cases: document.querySelectorAll('.case').length,
+            title: document.title,
+            text: document.body.innerText,
+            height: document.body.scrollHeight,
+            // tables (outside the collapsed settings) whose columns do not all fit
+            clipped: Array.from(document.querySelectorAll('.tablewrap'))
+                .filter(t => !t.closest('details') && t.scrollWidth > t.clientWidth + 1)
+                .map(t => t.querySelector('th').innerText),
+        })""")
+        page.screenshot(path=str(screenshot), full_page=True)
+    finally:
+        page.close()
     return found
 
 
@@ -106,9 +92,9 @@ def test_single_report_is_self_contained_and_keeps_the_numbers(single_report, ev
     assert Evaluation.load(str(folder)).per_image["id"].tolist() == evaluations[0].per_image["id"].tolist()
 
 
-def test_single_report_renders_in_chromium(single_report, tmp_path):
+def test_single_report_renders_in_chromium(chromium, single_report, tmp_path):
     shot = tmp_path / "single-report.png"
-    found = render(single_report, shot)
+    found = render(chromium, single_report, shot)
     assert found["broken"] == [] and found["clipped"] == []
     # 3 charts + 4 tiles (photo, truth, prediction, errors) per worst case
     assert found["images"] == 3 + 4 * WORST
@@ -118,9 +104,9 @@ def test_single_report_renders_in_chromium(single_report, tmp_path):
         assert image.width == 1280 and image.height == found["height"] > 1500
 
 
-def test_paired_report_renders_both_models_in_chromium(paired_report, evaluations, tmp_path):
+def test_paired_report_renders_both_models_in_chromium(chromium, paired_report, evaluations, tmp_path):
     shot = tmp_path / "paired-report.png"
-    found = render(paired_report, shot)
+    found = render(chromium, paired_report, shot)
     assert found["broken"] == [] and found["clipped"] == []
     assert found["title"] == "cut 0.5 vs 0.95"
     assert LONG_NAME in found["text"] and "Largest drops from A to B" in found["text"]

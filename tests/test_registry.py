@@ -35,6 +35,7 @@ from clearbg.registry import (
     promote,
     register_model,
     resolve_model_uri,
+    resolve_onnx_uri,
     rollback,
 )
 
@@ -125,7 +126,7 @@ def story(uri, dataset, noisy, noisy_evaluation) -> SimpleNamespace:
     assert register_cli.exit_code == 0, register_cli.output
     p2 = promote("shop", dataset, tracking_uri=uri)
     # The noisy weights again, this time taken from the registry itself.
-    r3 = register_model("models:/shop/1", "shop", evaluation=noisy_evaluation, tracking_uri=uri)
+    r3 = register_model("models:/shop/1", "shop", evaluation=noisy_evaluation, tracking_uri=uri, onnx=False)
     promote_cli = runner.invoke(cli, ["promote", "--name", "shop", "--data", dataset, "--margin", "0.01"], env=env)
     return SimpleNamespace(r1=r1, r3=r3, p1=p1, p2=p2, no_challenger=no_challenger, register_cli=register_cli,
                            promote_cli=promote_cli)
@@ -235,6 +236,27 @@ def test_registered_version_carries_its_evaluation_and_model(story, client, offi
     x = torch.rand(1, 3, 64, 96)
     with torch.inference_mode():
         assert torch.equal(flavour(x)[0], create_model("u2netp").eval()(x)[0])
+
+
+def test_registered_version_carries_its_onnx_export(story, client, uri, shared_data, monkeypatch):
+    from clearbg.inference.onnx_export import read_metadata
+    from clearbg.inference.predictor import Predictor
+
+    version = client.get_model_version("shop", "2")
+    with mlflow.tracking._tracking_service.utils._use_tracking_uri(client.tracking_uri):
+        proto = mlflow.onnx.load_model(version.tags["clearbg.onnx"])  # MLflow's onnx flavour reads it
+    assert read_metadata(proto).model == "u2netp.official" and read_metadata(proto).dynamic_batch
+    assert resolve_onnx_uri("models:/shop/3", tracking_uri=uri) is None  # registered with onnx=False
+    path = resolve_onnx_uri("models:/shop@champion", tracking_uri=uri)
+    assert path == resolve_onnx_uri("models:/shop/2", tracking_uri=uri) and path.name == "model.onnx"
+    # The champion on ONNX Runtime: the registered file itself, same mask as PyTorch fp32.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    photo = Image.open(next((shared_data / "fashion" / "images").glob("*.jpg"))).convert("RGB")
+    onnx_run = Predictor("models:/shop@champion", engine="onnxruntime")
+    assert (onnx_run.engine, onnx_run.spec.name, onnx_run.precision) == ("onnxruntime", "u2netp.official", "fp32")
+    [got] = onnx_run.predict([photo])
+    [want] = Predictor("u2netp", device="cpu", precision="fp32").predict([photo])
+    assert np.abs(got - want).max() < 1e-3
 
 
 # --------------------------------------------------------------------------- loading models:/ URIs

@@ -128,6 +128,22 @@ def test_health_ready_and_openapi_docs(server):
     assert "swagger" in httpx.get(server + "/docs").text.lower()
 
 
+def test_docs_render_in_chromium_without_any_outside_request(chromium, server, tmp_path):
+    # FastAPI's default /docs pulls Swagger UI from a CDN (blank offline); ours is served locally.
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    try:
+        page.goto(server + "/docs")
+        page.wait_for_selector(".opblock", timeout=20_000)
+        paths = page.eval_on_selector_all(".opblock-summary-path", "nodes => nodes.map(n => n.innerText)")
+        page.screenshot(path=str(tmp_path / "docs.png"), full_page=True)
+    finally:
+        page.close()
+    assert {"/v1.0/removebg", "/v1/remove", "/healthz", "/readyz"} <= {p.replace("\u200b", "") for p in paths}
+    assert requested and all(url.startswith(server + "/") for url in requested), requested
+
+
 def test_cutout_equals_library_result_with_confidence(server, photos):
     """The server is a shell over Predictor + compose: same alpha, same confidence score."""
     response = _post(server, photos[0])

@@ -19,11 +19,6 @@ from clearbg.cli import cli
 from clearbg.evaluate.metrics import confusion_counts, iou_from_counts
 from clearbg.web.site import ISOLATION_HEADERS, MEDIA_TYPES, WebError, ort_dist
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """``clearbg web build --model u2netp`` into a temporary folder."""
@@ -75,51 +70,48 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(iou_from_counts(confusion_counts((a >= 0.5)[None], (b >= 0.5)[None]))[0])
 
 
-def test_page_in_chromium_matches_python_onnxruntime(site, site_url, tiny_pairs, tmp_path):
+def test_page_in_chromium_matches_python_onnxruntime(chromium, site, site_url, tiny_pairs, tmp_path):
     import json
 
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
     from clearbg.inference.predictor import resize_for_model
 
     meta = json.loads((site / "model.json").read_text())
     photo_path = next(row["image"] for row in tiny_pairs if row["domain"] == "fashion")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.goto(site_url)
-            page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=20_000)
-            assert page.get_attribute("body", "data-state") == "ready", page.inner_text("#status")
-            page.set_input_files("#file", photo_path)
-            page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=20_000)
-            assert page.get_attribute("body", "data-state") == "done", page.inner_text("#status")
-            last = page.evaluate("window.clearbgLast")
-            shown_ms = float(page.get_attribute("#time", "data-ms"))
-            time_text = page.inner_text("#time")
-            # Drag and drop: the same photo dropped on the zone gives the same mask.
-            page.evaluate("document.body.dataset.state = 'dropping'")
-            page.dispatch_event("#drop", "drop", {"dataTransfer": page.evaluate_handle(
-                """async (b64) => {
-                    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-                    const transfer = new DataTransfer();
-                    transfer.items.add(new File([bytes], 'dropped.jpg', { type: 'image/jpeg' }));
-                    return transfer;
-                }""", base64.b64encode(Path(photo_path).read_bytes()).decode())})
-            page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=20_000)
-            assert "dropped.jpg" in page.inner_text("#status")
-            assert page.evaluate("window.clearbgLast.mask")[::997] == last["mask"][::997]
-            with page.expect_download() as download:
-                page.click("#download")
-            png = tmp_path / "cutout.png"
-            download.value.save_as(png)
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-            print(f"\nbrowser: {time_text}; screenshot {tmp_path / 'page.png'}")
-        finally:
-            browser.close()
+    page = chromium.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    try:
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(site_url)
+        page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=20_000)
+        assert page.get_attribute("body", "data-state") == "ready", page.inner_text("#status")
+        page.set_input_files("#file", photo_path)
+        page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=20_000)
+        assert page.get_attribute("body", "data-state") == "done", page.inner_text("#status")
+        last = page.evaluate("window.clearbgLast")
+        shown_ms = float(page.get_attribute("#time", "data-ms"))
+        time_text = page.inner_text("#time")
+        # Drag and drop: the same photo dropped on the zone gives the same mask.
+        page.evaluate("document.body.dataset.state = 'dropping'")
+        page.dispatch_event("#drop", "drop", {"dataTransfer": page.evaluate_handle(
+            """async (b64) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], 'dropped.jpg', { type: 'image/jpeg' }));
+                return transfer;
+            }""", base64.b64encode(Path(photo_path).read_bytes()).decode())})
+        page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=20_000)
+        assert "dropped.jpg" in page.inner_text("#status")
+        assert page.evaluate("window.clearbgLast.mask")[::997] == last["mask"][::997]
+        with page.expect_download() as download:
+            page.click("#download")
+        png = tmp_path / "cutout.png"
+        download.value.save_as(png)
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        print(f"\nbrowser: {time_text}; screenshot {tmp_path / 'page.png'}")
+    finally:
+        page.close()
     assert not errors
 
     size = meta["input_size"]

@@ -313,3 +313,35 @@ def log_pytorch_model(client: MlflowClient, experiment: str, run_id: str, module
                                         model_id=logged.model_id, pip_requirements=requirements,
                                         extra_files=[str(f) for f in extra_files] or None)
     return info.model_uri
+
+
+def log_onnx_model(client: MlflowClient, experiment: str, run_id: str, proto: Any, *, name: str = "onnx") -> str:
+    """Log a ``clearbg export`` ONNX model with MLflow's onnx flavour; returns its ``models:/m-...`` URI.
+
+    The signature is the export's own: ``image`` float32 (N, 3, S, S), already normalised as
+    the file's ``metadata_props`` say, to ``mask`` float32 (N, 1, S, S). ``mlflow.onnx.load_model``
+    gives the ModelProto back; ``mlflow.pyfunc.load_model`` runs it on ONNX Runtime.
+
+    Args:
+        client, experiment, run_id: as for :func:`log_pytorch_model`.
+        proto: the ``onnx.ModelProto`` (``clearbg.inference.onnx_export.export_onnx``).
+        name: the logged model's name (its artifact folder).
+    """
+    import mlflow.onnx
+    import numpy as np
+    import onnx
+    import onnxruntime
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    def spec(value: Any) -> TensorSpec:
+        dims = [d.dim_value or -1 for d in value.type.tensor_type.shape.dim]
+        return TensorSpec(np.dtype(np.float32), tuple(dims), value.name)
+
+    signature = ModelSignature(Schema([spec(v) for v in proto.graph.input]), Schema([spec(v) for v in proto.graph.output]))
+    requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}", f"numpy=={np.__version__}"]
+    logged = client.create_logged_model(experiment, name=name, source_run_id=run_id)
+    with using_tracking_uri(client.tracking_uri):
+        info = mlflow.onnx.log_model(proto, name=name, run_id=run_id, model_id=logged.model_id, signature=signature,
+                                     pip_requirements=requirements, save_as_external_data=False)
+    return info.model_uri

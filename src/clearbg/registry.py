@@ -12,7 +12,10 @@ Every version carries its evaluation: summary figures as version tags and run me
 per-image table, thumbnails and ``report.html`` as artifacts of the run that registered it. The
 model is logged with MLflow's pytorch flavour (pickled, so photos of any size go through) and,
 beside it, a plain clearbg checkpoint (``clearbg.pt``: state dict + spec name) that
-``create_model("models:/shop@champion")`` loads without unpickling code.
+``create_model("models:/shop@champion")`` loads without unpickling code. The same run also logs
+its fp32 ONNX export (dynamic batch) with MLflow's onnx flavour; the version's ``clearbg.onnx`` tag
+points at it, and ``Predictor("models:/shop@champion", engine="onnxruntime")`` runs that file
+(:func:`resolve_onnx_uri`).
 
 The store is the one training uses (:func:`clearbg.mlflow_store.resolve_tracking_uri`): an
 explicit URI, else ``MLFLOW_TRACKING_URI``, else the embedded ``sqlite:///<abs runs>/mlflow.db``.
@@ -44,6 +47,7 @@ from clearbg.mlflow_store import (
     experiment_id,
     is_off,
     log_metrics,
+    log_onnx_model,
     log_params,
     log_pytorch_model,
     metric_key,
@@ -65,6 +69,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 CHECKPOINT_FILE = "clearbg.pt"  # the plain checkpoint logged beside the pytorch flavour
+ONNX_FILE = "model.onnx"  # what mlflow.onnx names the file inside its flavour folder
+ONNX_TAG = "clearbg.onnx"  # version tag: URI of the version's ONNX export (onnx flavour)
 EVALUATION_ARTIFACTS = "evaluation"  # run artifact folder of a version's evaluation
 REGISTER_EXPERIMENT = "clearbg-register"
 PROMOTE_EXPERIMENT = "clearbg-promote"
@@ -178,6 +184,41 @@ def resolve_model_uri(uri: str, *, tracking_uri: str | None = None) -> Path:
     if not target.is_file():
         module = _load_pytorch_flavour(uri, store_uri)
         _save_checkpoint(module, target, source=uri)
+    return target
+
+
+def resolve_onnx_uri(uri: str, *, tracking_uri: str | None = None) -> Path | None:
+    """The ONNX export registered with ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``, cached.
+
+    Returns:
+        Path of a ``clearbg export`` ``.onnx`` file, or None when the version has none (registered
+        with ``onnx=False`` or by hand) or ``uri`` is not a registered model's.
+
+    Raises:
+        UnknownModel: no such registered model, alias or version.
+        RegistryError: the store cannot be read.
+
+    Example:
+        >>> Predictor(resolve_onnx_uri("models:/shop@champion"))  # doctest: +SKIP
+    """
+    if not _MODEL_URI.match(uri) or _is_logged_model_id(uri):
+        return None
+    import mlflow
+
+    client, store_uri = _store(tracking_uri, create=False)
+    name, alias, version = parse_model_uri(uri)
+    found = _find_version(client, name, alias=alias, version=version, uri=store_uri)
+    onnx_uri = (found.tags or {}).get(ONNX_TAG)
+    if not onnx_uri:
+        return None
+    target = _cache_file(store_uri, f"{onnx_uri}", f"{name}-v{found.version}-onnx").with_name(ONNX_FILE)
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+            with _mlflow_errors(f"downloading {onnx_uri} ({uri})", store_uri), using_tracking_uri(store_uri):
+                folder = mlflow.artifacts.download_artifacts(artifact_uri=onnx_uri, dst_path=tmp,
+                                                             tracking_uri=store_uri, registry_uri=store_uri)
+            os.replace(Path(folder) / ONNX_FILE, target)
     return target
 
 
@@ -310,6 +351,7 @@ def register_model(
     limit: int | None = None,
     progress: bool | None = None,
     description: str | None = None,
+    onnx: bool = True,
 ) -> Registration:
     """Evaluate a model and register it as a new version of ``name`` with the alias ``alias``.
 
@@ -326,6 +368,7 @@ def register_model(
         device, precision, threshold, boundary_tolerance, limit, progress: passed to
             :func:`clearbg.evaluate.run.evaluate_model`.
         description: the version's description in the registry.
+        onnx: also log the fp32 ONNX export (onnx flavour) and tag the version with its URI.
 
     Returns:
         The :class:`Registration`.
@@ -371,8 +414,12 @@ def register_model(
                 # metrics, named as `clearbg evaluate` names them.
                 log_evaluation(folder, run_id=run_id, tracking_uri=uri, artifact_path=EVALUATION_ARTIFACTS)
                 model_uri = log_pytorch_model(client, experiment, run_id, module.cpu().eval(), extra_files=[checkpoint])
-                version = _create_version(client, name, model_uri, run_id, description or f"{spec.name} from {source}",
-                                          _version_tags(source, spec.name, evaluation))
+                tags = _version_tags(source, spec.name, evaluation)
+                if onnx:
+                    from clearbg.inference.onnx_export import export_onnx
+
+                    tags[ONNX_TAG] = log_onnx_model(client, experiment, run_id, export_onnx(module, spec, dynamic_batch=True))
+                version = _create_version(client, name, model_uri, run_id, description or f"{spec.name} from {source}", tags)
                 client.set_registered_model_alias(name, alias, version)
             except BaseException:
                 client.set_terminated(run_id, status="FAILED")

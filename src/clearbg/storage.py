@@ -86,6 +86,10 @@ def is_remote(uri: str) -> bool:
     return bool(match) and match.group(1).lower() != "file"
 
 
+# Where s3:// goes, in order of preference (unset: real AWS).
+ENDPOINT_VARIABLES = ("CLEARBG_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+
+
 def s3_options() -> dict:
     """Storage options for s3fs, read from the environment.
 
@@ -102,7 +106,7 @@ def s3_options() -> dict:
         >>> s3_options()  # doctest: +SKIP
         {'client_kwargs': {'endpoint_url': 'http://127.0.0.1:9000'}}
     """
-    endpoint = os.environ.get("CLEARBG_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = next((os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
     if not endpoint:
         return {}
     return {"client_kwargs": {"endpoint_url": endpoint}}

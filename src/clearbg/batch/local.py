@@ -12,13 +12,13 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
 from clearbg import storage
 from clearbg.batch.journal import Journal
-from clearbg.errors import ClearbgError
+from clearbg.errors import ClearbgError, StorageError
 from clearbg.files import FORMATS, encode_output, read_photo
 from clearbg.inference.compose import OutputOptions
 from clearbg.inference.predictor import Predictor
@@ -52,8 +52,55 @@ def output_for(out: str, ref: storage.ImageRef, fmt: str) -> str:
     return storage.join(out, ref.relpath.rpartition("/")[0], f"{ref.stem}.{fmt}")
 
 
+def batch_inputs(inputs: Sequence[str]) -> Iterator[tuple[storage.ImageRef, str]]:
+    """The photos of a batch job, streaming, each with "" or why it cannot have its own output.
+
+    One SRC folder is mirrored into DST; with several, each folder keeps its name (``cp -r a b
+    DST``): ``DST/a/...``, ``DST/b/...``, so equal names in two shoots never meet. Two inputs
+    that would still write the same output (folders or files of the same name) are refused
+    before anything runs. Within a folder, ``x.jpg`` and ``x.png`` would both write ``x.png``:
+    the second is answered with an error naming the first. Listings come in name order, so
+    every name with the stem ``x`` falls in the run of names starting with ``x.``; only the
+    stems whose run is still open are remembered, and memory stays flat.
+
+    Raises:
+        StorageError: two inputs would write the same outputs.
+
+    Example:
+        >>> [(r.relpath, why) for r, why in batch_inputs(["shoot1/", "shoot2/"])]  # doctest: +SKIP
+        [('shoot1/a.jpg', ''), ('shoot2/a.jpg', '')]
+    """
+    names = [item.rstrip("/").rsplit("/", 1)[-1] for item in inputs]
+    tops: dict[str, str] = {}
+    for item, name in zip(inputs, names):
+        stem, dot, suffix = name.rpartition(".")
+        key = stem if dot and stem and f".{suffix.lower()}" in storage.IMAGE_SUFFIXES else name
+        if key in tops:
+            raise StorageError(f"{tops[key]} and {item} would write the same outputs; "
+                                       "rename one, or run them into different --out folders")
+        tops[key] = item
+    return _listing(inputs, names)  # a generator: the check above runs now, the listing when iterated
+
+
+def _listing(inputs: Sequence[str], names: list[str]) -> Iterator[tuple[storage.ImageRef, str]]:
+    open_stems: dict[str, dict[str, str]] = {}  # folder -> {stem: uri} whose name run is still open
+    for item, top in zip(inputs, names):
+        for ref in storage.iter_images([item]):
+            if len(inputs) > 1 and ref.relpath != top:  # a photo in folder `top`, not the file `top` itself
+                ref = storage.ImageRef(ref.uri, f"{top}/{ref.relpath}")
+            folder, _, name = ref.relpath.rpartition("/")
+            stems = open_stems.setdefault(folder, {})
+            for stem in [s for s in stems if not name.startswith(f"{s}.")]:
+                del stems[stem]
+            if ref.stem in stems:
+                yield ref, f"its output {ref.stem}.* is already written for {stems[ref.stem]} (same name, other suffix)"
+                continue
+            stems[ref.stem] = ref.uri
+            yield ref, ""
+
+
 def run_batch(
-    inputs: Iterable[str],
+    inputs: Sequence[str],
     out: str,
     predictor: Predictor,
     *,
@@ -72,7 +119,7 @@ def run_batch(
     ``out/results.parquet`` (relpath, uri, status ok|failed, error, confidence, seconds, output).
 
     Args:
-        inputs: folders, files or s3:// prefixes.
+        inputs: folders, files or s3:// prefixes (see ``batch_inputs`` for how they map to ``out``).
         out: local folder or s3:// prefix.
         predictor: the loaded model; its ``batch_size`` photos go through it at once.
         workers: threads reading/decoding ahead and encoding/writing behind.
@@ -91,6 +138,7 @@ def run_batch(
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     started = time.perf_counter()
+    listing = batch_inputs(inputs)
     journal = Journal(out)
     done = journal.done(retry_failed=retry_failed)
     journal.open()
@@ -99,11 +147,15 @@ def run_batch(
     counts = {"ok": 0, "failed": 0, "skipped": 0}
 
     def todo() -> Iterator[storage.ImageRef]:
-        for ref in storage.iter_images(inputs):
+        for ref, clash in listing:
             if ref.relpath in done:
                 counts["skipped"] += 1
-                continue
-            yield ref
+            elif clash:
+                journal.add([result_record(ref, "failed", 0.0, error=clash)])
+                counts["failed"] += 1
+                bar.update()
+            else:
+                yield ref
 
     try:
         for records in process(todo(), out, predictor, options=options, fmt=fmt, quality=quality,
@@ -150,7 +202,7 @@ def process(
         t0 = time.perf_counter()
         target = output_for(out, ref, fmt)
         storage.write_bytes(target, encode_output(image, prob, options, fmt, quality))
-        return _record(ref, "ok", spent + time.perf_counter() - t0, confidence=confidence(prob), output=target)
+        return result_record(ref, "ok", spent + time.perf_counter() - t0, confidence=confidence(prob), output=target)
 
     lookahead = predictor.batch_size * 2
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clearbg-batch") as pool:
@@ -172,7 +224,7 @@ def process(
                     image, spent = future.result()
                     batch.append((ref, image, spent))
                 except ClearbgError as err:
-                    records.append(_record(ref, "failed", 0.0, error=str(err)))
+                    records.append(result_record(ref, "failed", 0.0, error=str(err)))
             refill()
             if batch:
                 t0 = time.perf_counter()
@@ -184,11 +236,11 @@ def process(
                     try:
                         records.append(future.result())
                     except ClearbgError as err:
-                        records.append(_record(ref, "failed", 0.0, error=str(err)))
+                        records.append(result_record(ref, "failed", 0.0, error=str(err)))
             yield records
 
 
-def _record(ref: storage.ImageRef, status: str, seconds: float, *, confidence: float | None = None,
+def result_record(ref: storage.ImageRef, status: str, seconds: float, *, confidence: float | None = None,
             error: str = "", output: str = "") -> dict[str, Any]:
     return {"relpath": ref.relpath, "uri": ref.uri, "status": status, "error": error,
             "confidence": confidence, "seconds": round(seconds, 4), "output": output}

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
 from clearbg import storage
 from clearbg.batch.journal import Journal
-from clearbg.batch.local import BatchSummary, process
+from clearbg.batch.local import BatchSummary, result_record, batch_inputs, process
 from clearbg.inference.compose import OutputOptions
 from clearbg.spark import local_spark
 
@@ -35,7 +36,7 @@ _predictors: dict[tuple, Any] = {}  # one model per Spark Python worker, reused 
 
 
 def run_batch_spark(
-    inputs: Iterable[str],
+    inputs: Sequence[str],
     out: str,
     model: str,
     *,
@@ -49,6 +50,7 @@ def run_batch_spark(
     max_pixels: int | None = None,
     chunk: int = 10_000,
     spark: SparkSession | None = None,
+    worker_env: Mapping[str, str] | None = None,
 ) -> BatchSummary:
     """Like ``run_batch``, with the photos processed by ``mapInPandas`` on Spark.
 
@@ -58,6 +60,10 @@ def run_batch_spark(
         chunk: photos listed and submitted per Spark job; bounds the driver's memory.
         spark: an active session (left running); None starts a local[2] one bound to 127.0.0.1
             and stops it at the end.
+        worker_env: environment variables set in each Python worker before it touches storage.
+            Default: the driver's S3 endpoint (``storage.ENDPOINT_VARIABLES``), so executors
+            write where the driver lists. Credentials are not shipped unless given here:
+            executors should have their own (instance role, ``spark.executorEnv.*``).
         Other arguments as in ``run_batch``.
 
     Returns:
@@ -67,21 +73,27 @@ def run_batch_spark(
         >>> run_batch_spark(["s3://shop/raw/"], "s3://shop/cut/", "u2netp", partitions=64)  # doctest: +SKIP
     """
     started = time.perf_counter()
+    listing = batch_inputs(inputs)
     journal = Journal(out)
     done = journal.done(retry_failed=retry_failed)
     journal.open()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     own = spark is None
     spark = spark or local_spark("clearbg-batch")
+    if worker_env is None:
+        worker_env = {name: os.environ[name] for name in storage.ENDPOINT_VARIABLES if os.environ.get(name)}
     work = functools.partial(
-        _partition, out=out, model=model, batch_size=batch_size, options=options, fmt=fmt,
+        _partition, out=out, model=model, batch_size=batch_size, env=dict(worker_env), options=options, fmt=fmt,
         quality=quality, workers=workers, max_pixels=max_pixels,
     )
 
     def todo() -> Iterator[storage.ImageRef]:
-        for ref in storage.iter_images(inputs):
+        for ref, clash in listing:
             if ref.relpath in done:
                 counts["skipped"] += 1
+            elif clash:
+                journal.add([result_record(ref, "failed", 0.0, error=clash)])
+                counts["failed"] += 1
             else:
                 yield ref
 
@@ -105,9 +117,12 @@ def run_batch_spark(
 
 
 def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_size: int | None,
-               **kwargs: Any) -> Iterator[pd.DataFrame]:
+               env: dict[str, str], **kwargs: Any) -> Iterator[pd.DataFrame]:
     from clearbg.inference.predictor import Predictor
 
+    # A Python worker inherits the environment its JVM started with, which may predate the
+    # driver's settings (and on a cluster is another machine's).
+    os.environ.update(env)
     key = (model, batch_size)
     if key not in _predictors:
         _predictors[key] = Predictor(model, batch_size=batch_size)

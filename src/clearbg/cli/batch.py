@@ -30,11 +30,14 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
 
     Finished photos are journaled in DST/.batch/, so rerunning the same command after a crash
     (even kill -9) skips them; DST/results.parquet lists every photo with its status, error,
-    confidence, seconds and output.
+    confidence, seconds and output. One SRC folder is mirrored into DST; several keep their
+    names (DST/shoot1/..., DST/shoot2/...); a photo whose output name is taken (x.jpg and x.png)
+    is recorded as failed, not overwritten.
 
     \b
     Examples:
       clearbg batch photos/ --out cutouts/
+      clearbg batch shoot1/ shoot2/ --out cutouts/
       clearbg batch s3://studio/raw/ --out s3://studio/cut/ --batch-size 16 --workers 8
       clearbg batch photos/ --out cutouts/ --retry-failed
       clearbg batch s3://studio/raw/ --out s3://studio/cut/ --engine spark --partitions 64

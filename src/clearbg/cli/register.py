@@ -19,11 +19,13 @@ from clearbg.errors import ClearbgError
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32", show_default=True,
               help="Precision of the evaluation (fp32: reproducible numbers).")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images (a quick look).")
-def register_command(model, name, data, alias, tracking_uri, description, device, precision, limit):
+@click.option("--onnx/--no-onnx", default=True, show_default=True,
+              help="Also log the fp32 ONNX export (MLflow onnx flavour); --engine onnxruntime then serves it.")
+def register_command(model, name, data, alias, tracking_uri, description, device, precision, limit, onnx):
     """Evaluate a model on a held-out set and register it as a new version with the alias challenger.
 
     The version carries its evaluation (figures as tags and run metrics, report.html, per-image
-    table); `clearbg promote --name NAME` then compares it with the champion.
+    table) and its ONNX export; `clearbg promote --name NAME` then compares it with the champion.
 
     \b
     Examples:
@@ -34,12 +36,13 @@ def register_command(model, name, data, alias, tracking_uri, description, device
 
     try:
         reg = register_model(model, name, data, alias=alias, tracking_uri=tracking_uri, description=description,
-                             device=device, precision=precision, limit=limit)
+                             device=device, precision=precision, limit=limit, onnx=onnx)
     except ClearbgError as err:
         raise click.ClickException(str(err)) from err
     summary = reg.evaluation.summary()
     overall = summary["overall"]
-    click.echo(f"registered {reg.model_uri} (alias {reg.alias}) from {reg.source} [{reg.spec}]")
+    click.echo(f"registered {reg.model_uri} (alias {reg.alias}) from {reg.source} [{reg.spec}]"
+               + (" with its ONNX export" if onnx else ""))
     click.echo(f"  {reg.evaluation.data}: {summary['n']} images, mean IoU {overall['iou_mean']:.4f}, "
                f"IoU >= 95 %: {overall['share_iou_95']:.1%}")
     for group, figures in summary["groups"].items():

@@ -4,7 +4,8 @@
 in, (B, 1, S, S) probabilities out), so ``Predictor`` keeps its own resizing, normalisation,
 min-max stretch, upsampling and per-core threading for both engines. It runs a clearbg export
 (``clearbg export``; its metadata gives the input size and normalisation); a registry name or
-a checkpoint is exported in memory first (a few seconds for u2netp).
+a checkpoint is exported in memory first (a few seconds for u2netp); a registered model runs the
+ONNX export logged with it (``clearbg register``).
 
 Why ONNX Runtime: one self-describing file serves this engine, browsers (onnxruntime-web) and
 other runtimes. On CPU its fp32 is as fast as PyTorch fp32; the fp16 export is the fastest
@@ -21,7 +22,15 @@ import numpy as np
 import torch
 
 from clearbg.errors import UnknownModel
-from clearbg.inference.onnx_export import INPUT_NAME, ExportError, OnnxMetadata, export_onnx, read_metadata
+from clearbg.inference.onnx_export import (
+    INPUT_NAME,
+    ExportError,
+    OnnxMetadata,
+    export_onnx,
+    read_metadata,
+    set_metadata,
+    to_fp16,
+)
 from clearbg.models.registry import DEFAULT_MODEL, ModelSpec, get_spec
 
 
@@ -110,7 +119,9 @@ def ort_network(model: str | Path, module: torch.nn.Module | None, spec: ModelSp
     """The ONNX Runtime network for what ``Predictor`` was given.
 
     Args:
-        model: a clearbg ``.onnx`` export (used as is), else a registry name / checkpoint.
+        model: a clearbg ``.onnx`` export (used as is); a registered ``models:/NAME@ALIAS`` with
+            its ONNX export logged (``clearbg register``; used as is for fp32, converted for
+            fp16); else a registry name / checkpoint / MLflow URI (exported in memory).
         module, spec: an already built PyTorch model and its spec (exported in memory).
         precision: for an in-memory export: ``auto``/``fp32`` -> fp32, ``fp16`` -> fp16;
             ``int8`` needs calibration photos, so export it with ``clearbg export --int8``.
@@ -125,6 +136,18 @@ def ort_network(model: str | Path, module: torch.nn.Module | None, spec: ModelSp
             f"the onnxruntime engine runs fp32 or fp16 exports, not {precision!r}; "
             "for int8 run `clearbg export --int8` and pass the .onnx file as the model"
         )
+    if module is None and str(model).startswith("models:/"):
+        from clearbg.registry import resolve_onnx_uri
+
+        registered = resolve_onnx_uri(str(model))
+        if registered is not None and precision != "fp16":
+            return OrtNetwork(registered)
+        if registered is not None:
+            import onnx
+
+            proto = to_fp16(onnx.load(str(registered)))
+            set_metadata(proto, replace(read_metadata(registered), variant="fp16"))
+            return OrtNetwork(proto)
     if module is None:
         from clearbg.inference.predictor import load_model
 

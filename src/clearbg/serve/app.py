@@ -8,7 +8,7 @@ Endpoints:
     ``POST /v1/remove``      plain: ``file`` in, PNG cutout (or mask / colour) out.
     ``GET /healthz``         the process is up.       ``GET /readyz``  the model is loaded.
     ``GET /metrics``         JSON counters (requests, batches, largest batch, in flight).
-    ``GET /docs``            OpenAPI docs (``/openapi.json``).
+    ``GET /docs``            Swagger UI, served locally (``docs.py``); the schema: ``/openapi.json``.
 
 When the server has an API key, both removal endpoints need it in ``X-Api-Key``.
 Results carry ``X-Width``, ``X-Height``, ``X-Confidence`` (see ``confidence``) and
@@ -45,6 +45,7 @@ from clearbg.errors import ClearbgError, ImageError, ImageTooLarge
 from clearbg.models.registry import DEFAULT_MODEL
 from clearbg.serve.batching import MicroBatcher
 from clearbg.serve.confidence import confidence
+from clearbg.serve.docs import mount_docs
 from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url
 from clearbg.serve.limits import ApiKeyGuard, BodySizeLimit, ServeSettings
 from clearbg.serve.render import RenderOptions, Rendered, fit_size, render
@@ -127,7 +128,10 @@ def create_app(
         description=__doc__,
         version="1.0",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN; mount_docs serves it locally
+        redoc_url=None,
     )
+    mount_docs(app)
     _add_error_handlers(app, state)
     _add_routes(app, state)
     mount_web(app, model)  # GET /app/: the same model, run in the visitor's browser
