@@ -5,8 +5,13 @@ The fashion photos are cycled (copied under new names) up to ``--images``, and e
 included), so every number covers the whole job. RSS is sampled every 0.2 s; flat memory shows
 as the median of the last fifth of samples staying near the median of the second fifth.
 
+``--rembg`` adds what a rembg user runs for a folder, ``rembg p`` (rembg 2.0.86's own command
+line from a private venv, ``bench/rembg_cli.py``), on the same photos and the same official
+u2netp.onnx, timed from process start to exit (clearbg's rows exclude its ~1 s model load).
+
     python bench/batch_speed.py                      # 200 images, workers 1 and 2
     python bench/batch_speed.py --images 10000 --workers 2
+    python bench/batch_speed.py --images 1000 --workers 2 --rembg
 """
 
 from __future__ import annotations
@@ -71,12 +76,57 @@ def child(src: str, out: str, workers: int, batch_size: int) -> dict:
     }
 
 
+def rss_of(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_rembg(src: Path, out: Path) -> dict:
+    """``rembg p SRC OUT`` with the official u2netp.onnx; wall time and sampled RSS."""
+    from rembg_cli import rembg_executable
+
+    from clearbg.models.download import cached_onnx
+    from clearbg.models.registry import get_spec
+
+    exe = rembg_executable()
+    home = out.parent / "rembg-home"
+    home.mkdir(exist_ok=True)
+    model = home / "u2netp.onnx"
+    shutil.copy(cached_onnx(get_spec("u2netp")), model)
+    out.mkdir()
+    env = dict(os.environ, U2NET_HOME=str(home))
+    started = time.perf_counter()
+    proc = subprocess.Popen([str(exe), "p", "-m", "u2net_custom", "-x", json.dumps({"model_path": str(model)}),
+                             str(src), str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    samples = []
+    while proc.poll() is None:
+        samples.append(rss_of(proc.pid))
+        time.sleep(0.2)
+    seconds = time.perf_counter() - started
+    if proc.returncode:
+        raise RuntimeError(f"rembg p failed: {proc.stderr.read().decode()[-2000:]}")
+    images = len(list(out.glob("*.png")))
+    fifth = max(1, len(samples) // 5)
+    return {
+        "images": images, "failed": 0, "seconds": round(seconds, 2), "images_per_s": round(images / seconds, 2),
+        "peak_rss_mib": round(max(samples), 1), "rss_early_mib": round(statistics.median(samples[fifth : 2 * fifth]), 1),
+        "rss_late_mib": round(statistics.median(samples[-fifth:]), 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--photos", type=int, default=100, help="distinct fashion photos to cycle")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--rembg", action="store_true", help="also run `rembg p` on the same photos")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -95,16 +145,28 @@ def main() -> None:
                 [sys.executable, __file__, "--child", str(src), str(out), str(workers), str(args.batch_size)],
                 capture_output=True, text=True, check=True,
             )
-            row = {"workers": workers, "batch_size": args.batch_size, **json.loads(done.stdout.splitlines()[-1])}
+            row = {"tool": "clearbg batch", "workers": workers, "batch_size": args.batch_size,
+                   **json.loads(done.stdout.splitlines()[-1])}
+            print(row, flush=True)
+            rows.append(row)
+        if args.rembg:
+            row = {"tool": "rembg p", "workers": 1, "batch_size": 1, **run_rembg(src, Path(tmp) / "out-rembg")}
             print(row, flush=True)
             rows.append(row)
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"batch-u2netp-cpu{os.cpu_count()}-n{args.images}.csv"
+    path = RESULTS / f"batch-u2netp-cpu{os.cpu_count()}-n{args.images}{'-rembg' if args.rembg else ''}.csv"
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*rows[0], "machine"])
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, "machine": f"{platform.machine()} {os.cpu_count()} cores"})
+    base = rows[0]["images_per_s"]
+    print(f"\n{args.images} fashion photos (cycled), u2netp, {os.cpu_count()} cores")
+    print("| tool | workers | img/s | ratio | peak RSS MiB | RSS 2nd fifth -> last fifth MiB |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['tool']} | {r['workers']} | {r['images_per_s']:.2f} | {r['images_per_s'] / base:.2f}x | "
+              f"{r['peak_rss_mib']:.0f} | {r['rss_early_mib']:.0f} -> {r['rss_late_mib']:.0f} |")
     print(f"wrote {path}")
 
 

@@ -115,7 +115,7 @@ def main() -> None:
 
     base = len(items) / statistics.median(results["plain-loop"])
     print(f"\n{len(items)} fashion pairs -> 320x320, {os.cpu_count()} cores, median of {args.repeats}\n")
-    print(f"| setup | pairs/s | vs plain loop |\n|---|---:|---:|")
+    print("| setup | pairs/s | vs plain loop |\n|---|---:|---:|")
     for name, times in results.items():
         rate = len(items) / statistics.median(times)
         print(f"| {name} | {rate:.1f} | {rate / base:.2f}x |")

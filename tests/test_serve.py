@@ -157,6 +157,21 @@ def test_cutout_equals_library_result_with_confidence(server, photos):
     assert float(response.headers["x-confidence"]) == pytest.approx(confidence(prob), abs=1e-4)
 
 
+def test_onnxruntime_engine_serves_the_same_cutout(tmp_path, photos):
+    proc, url, log = _start(tmp_path, "--engine", "onnxruntime")
+    try:
+        response = _post(url, photos[0], "/v1/remove")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+    alpha = np.asarray(_image(response).getchannel("A"))
+    photo = Image.open(io.BytesIO(photos[0])).convert("RGB")
+    prob = Predictor("u2netp", engine="onnxruntime").predict([photo])[0]
+    np.testing.assert_array_equal(alpha, np.asarray(alpha_from_prob(prob)))  # ONNX Runtime fp32 inside
+    assert float(response.headers["x-confidence"]) == pytest.approx(confidence(prob), abs=1e-4)
+
+
 def test_removebg_options(server, photos, full_photo):
     base = np.asarray(_image(_post(server, photos[1])).getchannel("A"))
 

@@ -70,6 +70,7 @@ def batch_inputs(inputs: Sequence[str]) -> Iterator[tuple[storage.ImageRef, str]
         >>> [(r.relpath, why) for r, why in batch_inputs(["shoot1/", "shoot2/"])]  # doctest: +SKIP
         [('shoot1/a.jpg', ''), ('shoot2/a.jpg', '')]
     """
+    inputs = list(inputs)
     names = [item.rstrip("/").rsplit("/", 1)[-1] for item in inputs]
     tops: dict[str, str] = {}
     for item, name in zip(inputs, names):
@@ -77,7 +78,7 @@ def batch_inputs(inputs: Sequence[str]) -> Iterator[tuple[storage.ImageRef, str]
         key = stem if dot and stem and f".{suffix.lower()}" in storage.IMAGE_SUFFIXES else name
         if key in tops:
             raise StorageError(f"{tops[key]} and {item} would write the same outputs; "
-                                       "rename one, or run them into different --out folders")
+                               "rename one, or run them into different --out folders")
         tops[key] = item
     return _listing(inputs, names)  # a generator: the check above runs now, the listing when iterated
 

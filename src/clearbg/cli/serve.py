@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import click
 
-from clearbg.inference.predictor import PRECISIONS
+from clearbg.inference.predictor import ENGINES, PRECISIONS
 from clearbg.models.registry import DEFAULT_MODEL, model_choices
 
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=f"Registry name ({', '.join(model_choices())}) or a .pth/.onnx checkpoint path.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=f"Registry name ({', '.join(model_choices())}), .pth/.pt/.onnx file or models:/NAME@ALIAS.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+              help="onnxruntime: ONNX Runtime (a registered model's logged ONNX export); auto: onnxruntime for a .onnx file.")
 @click.option("--api-key", envvar="CLEARBG_API_KEY", default=None, help="Require this X-Api-Key (or set CLEARBG_API_KEY).")
 @click.option("--allow-url", is_flag=True, help="Accept image_url (public addresses only; never private, loopback, link-local).")
 @click.option("--max-upload-mb", default=25.0, show_default=True, help="Largest request body, MiB (413 above).")
@@ -23,7 +25,7 @@ from clearbg.models.registry import DEFAULT_MODEL, model_choices
 @click.option("--max-batch", default=8, show_default=True, help="Most requests sharing one model call.")
 @click.option("--batch-wait-ms", default=5.0, show_default=True, help="How long a request waits for others to batch with.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-def serve_command(host, port, model, device, precision, api_key, allow_url, max_upload_mb, max_pixels, timeout_s, max_concurrency,
+def serve_command(host, port, model, device, precision, engine, api_key, allow_url, max_upload_mb, max_pixels, timeout_s, max_concurrency,
                   max_batch, batch_wait_ms, log_level):
     """Serve background removal over HTTP (remove.bg-compatible API).
 
@@ -46,6 +48,6 @@ def serve_command(host, port, model, device, precision, api_key, allow_url, max_
         )
     except ValueError as err:
         raise click.ClickException(str(err)) from err
-    app = create_app(settings, model, device=device, precision=precision)
+    app = create_app(settings, model, device=device, precision=precision, engine=engine)
     pin_mmap_threshold()  # flat RSS under load, see clearbg.serve.memory
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -8,10 +8,10 @@ Endpoints:
     ``POST /v1/remove``      plain: ``file`` in, PNG cutout (or mask / colour) out.
     ``GET /healthz``         the process is up.       ``GET /readyz``  the model is loaded.
     ``GET /metrics``         JSON counters (requests, batches, largest batch, in flight).
-    ``GET /docs``            Swagger UI, served locally (``docs.py``); the schema: ``/openapi.json``.
+    ``GET /docs``            this page (Swagger UI, served by the server itself); ``/openapi.json``.
 
 When the server has an API key, both removal endpoints need it in ``X-Api-Key``.
-Results carry ``X-Width``, ``X-Height``, ``X-Confidence`` (see ``confidence``) and
+Results carry ``X-Width``, ``X-Height``, ``X-Confidence`` (0-1: how sure the model is of the mask) and
 ``X-Batch-Size`` (how many requests shared the model call). Errors are JSON in remove.bg's
 shape ``{"errors": [{"title": ..., "code": ...}]}`` with 400 (bad image or parameter),
 403 (API key), 413 (body or pixels over the limit), 415 (not an image format we decode),
@@ -95,13 +95,15 @@ def create_app(
     *,
     device: str | None = None,
     precision: str = "auto",
+    engine: str = "auto",
 ):
     """Build the ASGI app (FastAPI inside the upload-size guard).
 
     Args:
         settings: limits, batching and the optional API key.
-        model: registry name or checkpoint path, loaded once when the app starts.
-        device, precision: see ``Predictor``.
+        model: registry name, checkpoint path, clearbg ``.onnx`` or MLflow URI, loaded once
+            when the app starts.
+        device, precision, engine: see ``Predictor``.
 
     Returns:
         An ASGI app for uvicorn: FastAPI inside the body-size guard (and the API-key guard
@@ -115,7 +117,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        loader = asyncio.create_task(_load(state, model, device, precision))
+        loader = asyncio.create_task(_load(state, model, device, precision, engine))
         yield
         loader.cancel()
         if state.batcher is not None:
@@ -139,11 +141,11 @@ def create_app(
     return ApiKeyGuard(guarded, settings.api_key, REMOVE_PATHS) if settings.api_key else guarded
 
 
-async def _load(state: _State, model: str, device: str | None, precision: str) -> None:
+async def _load(state: _State, model: str, device: str | None, precision: str, engine: str) -> None:
     from clearbg.inference.predictor import Predictor
 
     try:
-        predictor = await asyncio.to_thread(Predictor, model, device=device, precision=precision)
+        predictor = await asyncio.to_thread(Predictor, model, device=device, precision=precision, engine=engine)
     except (ClearbgError, ValueError, OSError) as err:
         state.load_error = f"model {model!r} could not be loaded: {err}"
         _log.error(state.load_error)
@@ -151,7 +153,7 @@ async def _load(state: _State, model: str, device: str | None, precision: str) -
     batcher = MicroBatcher(predictor.predict, max_batch=state.settings.max_batch, max_wait_ms=state.settings.max_wait_ms)
     await batcher.start()
     state.batcher = batcher
-    _log.info("model %s ready on %s (%s)", model, predictor.device, predictor.precision)
+    _log.info("model %s ready on %s (%s, %s)", model, predictor.device, predictor.engine, predictor.precision)
 
 
 def _error_response(status: int, title: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -180,19 +182,19 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         **{status: {"description": code} for status, code in _CODES.items() if status not in (404, 405)},
     }
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz():
         """The process is up (the model may still be loading)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], summary="Readiness: the model is loaded")
     async def readyz():
         """200 once the model is loaded, 503 before (or if it failed to load)."""
         if state.batcher is None:
             raise ApiError(503, state.load_error or "model is loading", "not_ready")
         return {"status": "ready"}
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], summary="Counters: requests, batches, in flight")
     async def metrics():
         """Request and batching counters since start."""
         stats = state.batcher.stats if state.batcher else None
@@ -202,8 +204,8 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             "largest_batch": stats.largest if stats else 0,
         }
 
-    @app.post("/v1.0/removebg", tags=["remove"], responses=image_responses,
-              response_class=Response)
+    @app.post("/v1.0/removebg", tags=["remove"], responses=image_responses, response_class=Response,
+              summary="Remove the background (remove.bg's parameters)")
     async def removebg(
         image_file: UploadFile | None = File(default=None, description="The photo (JPEG, PNG, WebP, HEIC, ...)."),
         image_file_b64: str | None = Form(default=None, description="The photo, base64-encoded."),
@@ -229,8 +231,8 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             raise ApiError(400, str(err), "invalid_parameter") from err
         return await _process(state, data, options)
 
-    @app.post("/v1/remove", tags=["remove"], responses=image_responses,
-              response_class=Response)
+    @app.post("/v1/remove", tags=["remove"], responses=image_responses, response_class=Response,
+              summary="Remove the background: photo in, PNG cutout out")
     async def remove(
         file: UploadFile = File(description="The photo."),
         format: Literal["png", "jpg", "webp"] = Form("png"),
