@@ -5,6 +5,7 @@ mask compared with Python ONNX Runtime on the same input; plus ``clearbg serve``
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.server
 import threading
@@ -42,13 +43,22 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def site_url(site):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(site)))
+@contextlib.contextmanager
+def _serving(folder: Path):
+    """A static http server for ``folder`` on a free loopback port; yields its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def site_url(site):
+    with _serving(site) as url:
+        yield url
 
 
 def _python_ort_mask(onnx_path: Path, rgb: np.ndarray, meta: dict) -> np.ndarray:
@@ -164,3 +174,37 @@ def test_missing_onnxruntime_web_says_run_setup(tmp_path):
     with pytest.raises(WebError, match="onnxruntime-web is not installed"):
         build_site("u2netp", tmp_path / "site", node_root=tmp_path)
     assert not (tmp_path / "site").exists()
+
+
+def test_int8_export_runs_in_the_browser(chromium, tiny_pairs, tmp_path):
+    """`clearbg export --int8` (opset 21: one conv keeps 16-bit weights) loads and runs in
+    onnxruntime-web, giving Python ONNX Runtime's mask for the same file."""
+    import json
+
+    from PIL import Image
+
+    from clearbg.inference.onnx_export import export_onnx, save_onnx
+    from clearbg.models.registry import create_model, get_spec
+    from clearbg.web.site import build_site
+
+    photos = [row["image"] for row in tiny_pairs if row["domain"] == "fashion"]
+    calibration = [Image.open(path).convert("RGB") for path in photos[1:3]]
+    int8 = save_onnx(export_onnx(create_model("u2netp"), get_spec("u2netp"), precision="int8",
+                                 calibration=calibration), tmp_path / "int8.onnx")
+    site = build_site(int8, tmp_path / "site")
+    meta = json.loads((site / "model.json").read_text())
+    page = chromium.new_page()
+    try:
+        with _serving(site) as url:
+            page.goto(url)
+            page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=20_000)
+            page.set_input_files("#file", photos[0])
+            page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=20_000)
+            assert page.get_attribute("body", "data-state") == "done", page.inner_text("#status")
+            last = page.evaluate("window.clearbgLast")
+    finally:
+        page.close()
+    size = meta["input_size"]
+    browser_mask = np.array(last["mask"], dtype=np.float32).reshape(size, size)
+    browser_input = np.array(last["input"], dtype=np.uint8).reshape(size, size, 3)
+    assert _iou(browser_mask, _python_ort_mask(int8, browser_input, meta)) >= 0.99
