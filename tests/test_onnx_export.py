@@ -145,6 +145,7 @@ def test_int8_static_quantisation(exported, photos, torch_reference, tmp_path):
     assert weights.pop("model.stage2d.rebnconv1d.conv_s1.weight") == onnx.TensorProto.INT16  # the fragile one
     assert len(weights) == 118 and set(weights.values()) == {onnx.TensorProto.INT8}  # every other conv
     assert len(proto.SerializeToString()) < 0.45 * len(onnx.load(exported).SerializeToString())
+    assert read_metadata(proto).int16_weights == ("stage2d.rebnconv1d.conv_s1",)  # said in the file
     onnx.save(proto, tmp_path / "int8.onnx")
     predictor = Predictor(tmp_path / "int8.onnx")
     assert (predictor.engine, predictor.precision) == ("onnxruntime", "int8")

@@ -29,7 +29,7 @@ def export_command(model, out, dynamic_batch, fp16, int8, calibration, calibrati
       clearbg export --model u2netp --out u2netp.onnx --dynamic-batch
       clearbg export --model runs/best.pt --out shop-int8.onnx --int8 --calibration photos/
     """
-    from clearbg.inference.onnx_export import export_file
+    from clearbg.inference.onnx_export import export_file, read_metadata
     from clearbg.imageio import open_image
     from clearbg.storage import iter_images, read_bytes
 
@@ -49,3 +49,6 @@ def export_command(model, out, dynamic_batch, fp16, int8, calibration, calibrati
     size_mb = path.stat().st_size / 1e6
     calibrated = f", calibrated on {len(photos)} photos" if int8 else ""
     click.echo(f"{path} ({precision}{calibrated}, {size_mb:.1f} MB)")
+    kept = read_metadata(path).int16_weights
+    if kept:
+        click.echo(f"  kept at 16-bit weights (int8 would break them): {', '.join(kept)}")

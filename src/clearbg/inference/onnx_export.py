@@ -28,7 +28,7 @@ import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -66,6 +66,7 @@ class OnnxMetadata:
         mean, std: per-channel normalisation after the 0..1 scaling.
         variant: ``fp32`` | ``fp16`` | ``int8``.
         dynamic_batch: whether the batch dimension is free (else it is 1).
+        int16_weights: for int8, the convs kept at 16-bit weights (``fragile_convs``).
     """
 
     model: str
@@ -74,6 +75,7 @@ class OnnxMetadata:
     std: tuple[float, float, float]
     variant: str = "fp32"
     dynamic_batch: bool = False
+    int16_weights: tuple[str, ...] = ()
 
     def to_props(self) -> dict[str, str]:
         """Key/value strings for ``metadata_props`` (keys prefixed ``clearbg.``)."""
@@ -84,6 +86,7 @@ class OnnxMetadata:
             f"{_PREFIX}std": json.dumps(list(self.std)),
             f"{_PREFIX}variant": self.variant,
             f"{_PREFIX}dynamic_batch": json.dumps(self.dynamic_batch),
+            f"{_PREFIX}int16_weights": json.dumps(list(self.int16_weights)),
             f"{_PREFIX}input": f"{INPUT_NAME}: float32 [N,3,S,S] RGB / per-image max, then (x - mean) / std",
             f"{_PREFIX}output": f"{OUTPUT_NAME}: float32 [N,1,S,S] sigmoid probability; min-max per image",
         }
@@ -103,6 +106,7 @@ class OnnxMetadata:
                 std=tuple(json.loads(props[f"{_PREFIX}std"])),
                 variant=props.get(f"{_PREFIX}variant", "fp32"),
                 dynamic_batch=json.loads(props.get(f"{_PREFIX}dynamic_batch", "false")),
+                int16_weights=tuple(json.loads(props.get(f"{_PREFIX}int16_weights", "[]"))),
             )
         except (KeyError, ValueError) as err:
             raise ExportError(
@@ -201,8 +205,9 @@ def export_onnx(
         proto = to_fp16(proto)
     elif precision == "int8":
         inputs = calibration_inputs(calibration, meta)
-        keep16 = [f"model.{name}.weight" for name in fragile_convs(graph.model, inputs)]
-        proto = quantize_int8(proto, inputs, keep16)
+        fragile = fragile_convs(graph.model, inputs)
+        proto = quantize_int8(proto, inputs, [f"model.{name}.weight" for name in fragile])
+        meta = replace(meta, int16_weights=tuple(fragile))
     set_metadata(proto, meta)
     return proto
 
