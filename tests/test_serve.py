@@ -21,7 +21,7 @@ from PIL import Image
 
 from clearbg.inference.compose import alpha_from_prob
 from clearbg.inference.predictor import Predictor
-from clearbg.serve.confidence import confidence
+from clearbg.inference.confidence import confidence
 
 KEY = "test-key-123"
 

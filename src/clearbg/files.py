@@ -12,7 +12,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from PIL import Image
 from tqdm import tqdm
@@ -21,6 +21,7 @@ from clearbg import imageio, storage
 from clearbg.errors import ClearbgError
 from clearbg.inference.compose import OutputOptions, compose
 from clearbg.inference.predictor import Predictor
+from clearbg.inference.confidence import confidence
 
 FORMATS = ("png", "jpg", "webp")
 
@@ -106,13 +107,6 @@ def remove_files(
     bar = tqdm(desc="removing", unit="img", disable=not show, dynamic_ncols=True)
     seen: dict[str, str] = {}
 
-    def decode(ref: storage.ImageRef) -> Image.Image:
-        return read_photo(ref.uri, max_pixels)
-
-    def write(image: Image.Image, prob, target: str) -> str:
-        storage.write_bytes(target, encode_output(image, prob, options, fmt, quality))
-        return target
-
     def todo() -> Iterator[tuple[storage.ImageRef, str]]:
         for ref in _walk(inputs, report):
             target = output_uri(out_dir, ref, fmt)
@@ -126,11 +120,67 @@ def remove_files(
                 continue
             yield ref, target
 
+    for records in remove_stream(todo(), predictor, options=options, fmt=fmt, quality=quality, workers=workers,
+                                 max_pixels=max_pixels):
+        for record in records:
+            if record["status"] == "ok":
+                report.written.append(record["output"])
+            else:
+                report.failed.append(Failure(record["uri"], record["error"]))
+        bar.update(len(records))
+    bar.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def remove_stream(
+    items: Iterable[tuple[storage.ImageRef, str]],
+    predictor: Predictor,
+    *,
+    options: OutputOptions = OutputOptions(),
+    fmt: str = "png",
+    quality: int = 95,
+    workers: int = 2,
+    max_pixels: int | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """The per-photo pipeline of ``remove_files`` and ``clearbg batch`` (local and Spark).
+
+    ``workers`` threads decode up to ``2 * batch_size`` photos ahead of the model and compose,
+    encode and write behind it, so writing one batch overlaps predicting the next.
+
+    Args:
+        items: (photo, output URI) pairs, streamed.
+        predictor, options, fmt, quality, max_pixels: as for ``remove_files``.
+
+    Yields:
+        Lists of records (``photo_record``), one per photo once its output is in place; a photo
+        that cannot be read, decoded or written gets a ``failed`` record with the reason.
+
+    Example:
+        >>> for records in remove_stream([(ref, "cut/a.png")], predictor):  # doctest: +SKIP
+        ...     print([r["status"] for r in records])
+    """
+
+    def decode(ref: storage.ImageRef) -> tuple[Image.Image, float]:
+        t0 = time.perf_counter()
+        return read_photo(ref.uri, max_pixels), time.perf_counter() - t0
+
+    def write(ref: storage.ImageRef, target: str, image: Image.Image, prob, spent: float) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        storage.write_bytes(target, encode_output(image, prob, options, fmt, quality))
+        return photo_record(ref, "ok", spent + time.perf_counter() - t0, confidence=confidence(prob), output=target)
+
+    def collect(ref: storage.ImageRef, future: Future) -> dict[str, Any]:
+        try:
+            return future.result()
+        except ClearbgError as err:
+            return photo_record(ref, "failed", 0.0, error=str(err))
+
+    lookahead = predictor.batch_size * 2
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clearbg-io") as pool:
         window: deque[tuple[storage.ImageRef, str, Future]] = deque()
         writes: deque[tuple[storage.ImageRef, Future]] = deque()
-        pending = iter(todo())
-        lookahead = predictor.batch_size * 2
+        pending = iter(items)
 
         def refill() -> None:
             for ref, target in pending:
@@ -140,26 +190,34 @@ def remove_files(
 
         refill()
         while window:
-            batch = []
+            batch, records = [], []
             while window and len(batch) < predictor.batch_size:
                 ref, target, future = window.popleft()
                 try:
-                    batch.append((ref, target, future.result()))
+                    image, spent = future.result()
+                    batch.append((ref, target, image, spent))
                 except ClearbgError as err:
-                    report.failed.append(Failure(ref.uri, str(err)))
-                    bar.update()
+                    records.append(photo_record(ref, "failed", 0.0, error=str(err)))
             refill()
             if batch:
-                probs = predictor.predict([image for _, _, image in batch])
-                for (ref, target, image), prob in zip(batch, probs):
-                    writes.append((ref, pool.submit(write, image, prob, target)))
+                t0 = time.perf_counter()
+                probs = predictor.predict([image for _, _, image, _ in batch])
+                share = (time.perf_counter() - t0) / len(batch)
+                for (ref, target, image, spent), prob in zip(batch, probs):
+                    writes.append((ref, pool.submit(write, ref, target, image, prob, spent + share)))
             while writes and (writes[0][1].done() or len(writes) > lookahead):
-                _collect(writes.popleft(), report, bar)
-        while writes:
-            _collect(writes.popleft(), report, bar)
-    bar.close()
-    report.seconds = time.perf_counter() - started
-    return report
+                records.append(collect(*writes.popleft()))
+            if records:
+                yield records
+        if writes:
+            yield [collect(*entry) for entry in writes]
+
+
+def photo_record(ref: storage.ImageRef, status: str, seconds: float, *, confidence: float | None = None,
+                 error: str = "", output: str = "") -> dict[str, Any]:
+    """One photo's result: relpath, uri, status ok|failed, error, confidence, seconds, output."""
+    return {"relpath": ref.relpath, "uri": ref.uri, "status": status, "error": error,
+            "confidence": confidence, "seconds": round(seconds, 4), "output": output}
 
 
 def _walk(inputs: Iterable[str], report: RemoveReport) -> Iterator[storage.ImageRef]:
@@ -168,12 +226,3 @@ def _walk(inputs: Iterable[str], report: RemoveReport) -> Iterator[storage.Image
             yield from storage.iter_images([item])
         except ClearbgError as err:
             report.failed.append(Failure(item, str(err)))
-
-
-def _collect(entry: tuple[storage.ImageRef, Future], report: RemoveReport, bar: tqdm) -> None:
-    ref, future = entry
-    try:
-        report.written.append(future.result())
-    except ClearbgError as err:
-        report.failed.append(Failure(ref.uri, str(err)))
-    bar.update()

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
 from clearbg import storage
 from clearbg.batch.journal import Journal
-from clearbg.errors import ClearbgError, StorageError
-from clearbg.files import FORMATS, encode_output, read_photo
+from clearbg.errors import StorageError
+from clearbg.files import FORMATS, photo_record, remove_stream
 from clearbg.inference.compose import OutputOptions
 from clearbg.inference.predictor import Predictor
-from clearbg.serve.confidence import confidence
 
 
 @dataclass
@@ -100,6 +97,34 @@ def _listing(inputs: Sequence[str], names: list[str]) -> Iterator[tuple[storage.
             yield ref, ""
 
 
+def open_run(inputs: Sequence[str], out: str, *, retry_failed: bool,
+             counts: dict[str, int]) -> tuple[Journal, Iterator[storage.ImageRef]]:
+    """Start a batch job: check the inputs, open ``out``'s journal, and list what is left to do.
+
+    The listing skips photos the journal has (counted as ``skipped``) and journals photos whose
+    output name is taken (``batch_inputs``) as ``failed``, so both engines treat them alike.
+
+    Returns:
+        (the open journal, a lazy iterator over the photos still to process).
+    """
+    listing = batch_inputs(inputs)
+    journal = Journal(out)
+    done = journal.done(retry_failed=retry_failed)
+    journal.open()
+
+    def pending() -> Iterator[storage.ImageRef]:
+        for ref, clash in listing:
+            if ref.relpath in done:
+                counts["skipped"] += 1
+            elif clash:
+                journal.add([photo_record(ref, "failed", 0.0, error=clash)])
+                counts["failed"] += 1
+            else:
+                yield ref
+
+    return journal, pending()
+
+
 def run_batch(
     inputs: Sequence[str],
     out: str,
@@ -139,28 +164,14 @@ def run_batch(
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     started = time.perf_counter()
-    listing = batch_inputs(inputs)
-    journal = Journal(out)
-    done = journal.done(retry_failed=retry_failed)
-    journal.open()
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    journal, pending = open_run(inputs, out, retry_failed=retry_failed, counts=counts)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(desc="batch", unit="img", disable=not show, dynamic_ncols=True)
-    counts = {"ok": 0, "failed": 0, "skipped": 0}
-
-    def todo() -> Iterator[storage.ImageRef]:
-        for ref, clash in listing:
-            if ref.relpath in done:
-                counts["skipped"] += 1
-            elif clash:
-                journal.add([result_record(ref, "failed", 0.0, error=clash)])
-                counts["failed"] += 1
-                bar.update()
-            else:
-                yield ref
-
     try:
-        for records in process(todo(), out, predictor, options=options, fmt=fmt, quality=quality,
-                               workers=workers, max_pixels=max_pixels):
+        items = ((ref, output_for(out, ref, fmt)) for ref in pending)
+        for records in remove_stream(items, predictor, options=options, fmt=fmt, quality=quality,
+                                     workers=workers, max_pixels=max_pixels):
             journal.add(records)
             for record in records:
                 counts[record["status"]] += 1
@@ -170,78 +181,3 @@ def run_batch(
         bar.close()
     results = journal.write_results()
     return BatchSummary(counts["ok"], counts["failed"], counts["skipped"], time.perf_counter() - started, results)
-
-
-def process(
-    refs: Iterable[storage.ImageRef],
-    out: str,
-    predictor: Predictor,
-    *,
-    options: OutputOptions = OutputOptions(),
-    fmt: str = "png",
-    quality: int = 95,
-    workers: int = 2,
-    max_pixels: int | None = None,
-) -> Iterator[list[dict[str, Any]]]:
-    """The per-item work, shared by the local and Spark engines: decode, infer, compose, write.
-
-    ``workers`` threads decode up to ``2 * batch_size`` photos ahead of the model and encode and
-    write each batch's outputs. Yields, per inference batch, one record per photo (see
-    ``RESULT_COLUMNS``) once its output is in place; a photo that cannot be read, decoded or
-    written gets a ``failed`` record with the reason instead.
-
-    Example:
-        >>> for records in process(storage.iter_images(["photos/"]), "cut/", predictor):  # doctest: +SKIP
-        ...     print([r["status"] for r in records])
-    """
-
-    def decode(ref: storage.ImageRef):
-        t0 = time.perf_counter()
-        return read_photo(ref.uri, max_pixels), time.perf_counter() - t0
-
-    def write(ref: storage.ImageRef, image, prob, spent: float) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        target = output_for(out, ref, fmt)
-        storage.write_bytes(target, encode_output(image, prob, options, fmt, quality))
-        return result_record(ref, "ok", spent + time.perf_counter() - t0, confidence=confidence(prob), output=target)
-
-    lookahead = predictor.batch_size * 2
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clearbg-batch") as pool:
-        window: deque[tuple[storage.ImageRef, Future]] = deque()
-        pending = iter(refs)
-
-        def refill() -> None:
-            for ref in pending:
-                window.append((ref, pool.submit(decode, ref)))
-                if len(window) >= lookahead:
-                    return
-
-        refill()
-        while window:
-            batch, records = [], []
-            while window and len(batch) < predictor.batch_size:
-                ref, future = window.popleft()
-                try:
-                    image, spent = future.result()
-                    batch.append((ref, image, spent))
-                except ClearbgError as err:
-                    records.append(result_record(ref, "failed", 0.0, error=str(err)))
-            refill()
-            if batch:
-                t0 = time.perf_counter()
-                probs = predictor.predict([image for _, image, _ in batch])
-                share = (time.perf_counter() - t0) / len(batch)
-                writes = [pool.submit(write, ref, image, prob, spent + share)
-                          for (ref, image, spent), prob in zip(batch, probs)]
-                for (ref, _, _), future in zip(batch, writes):
-                    try:
-                        records.append(future.result())
-                    except ClearbgError as err:
-                        records.append(result_record(ref, "failed", 0.0, error=str(err)))
-            yield records
-
-
-def result_record(ref: storage.ImageRef, status: str, seconds: float, *, confidence: float | None = None,
-            error: str = "", output: str = "") -> dict[str, Any]:
-    return {"relpath": ref.relpath, "uri": ref.uri, "status": status, "error": error,
-            "confidence": confidence, "seconds": round(seconds, 4), "output": output}

@@ -2,10 +2,10 @@
 
 The driver streams the listing in chunks, drops what the journal says is done, and sends each
 chunk as a DataFrame of (uri, relpath) through ``mapInPandas``. Every partition loads the model
-once per Python worker and runs ``local.process`` on its rows: executors read the photos and
-write the outputs straight to storage (S3 in practice), and only the small result records come
-back. The driver journals each chunk's records when the chunk is done, so resuming and ``results.parquet`` work exactly
-as with the local engine. A driver killed mid-chunk redoes that chunk's photos
+once per Python worker and runs ``files.remove_stream`` (the local engine's pipeline) on its
+rows: executors read the photos and write the outputs straight to storage (S3 in practice), and
+only the small result records come back. The driver journals each chunk's records when the
+chunk is done, so resuming and ``results.parquet`` work exactly as with the local engine. A driver killed mid-chunk redoes that chunk's photos
 (their outputs are rewritten whole; the results still list each photo once).
 """
 
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import pandas as pd
 
 from clearbg import storage
-from clearbg.batch.journal import Journal
-from clearbg.batch.local import BatchSummary, result_record, batch_inputs, process
+from clearbg.batch.local import BatchSummary, open_run, output_for
+from clearbg.files import remove_stream
 from clearbg.inference.compose import OutputOptions
 from clearbg.spark import local_spark
 
@@ -73,11 +73,8 @@ def run_batch_spark(
         >>> run_batch_spark(["s3://shop/raw/"], "s3://shop/cut/", "u2netp", partitions=64)  # doctest: +SKIP
     """
     started = time.perf_counter()
-    listing = batch_inputs(inputs)
-    journal = Journal(out)
-    done = journal.done(retry_failed=retry_failed)
-    journal.open()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
+    journal, pending = open_run(inputs, out, retry_failed=retry_failed, counts=counts)
     own = spark is None
     spark = spark or local_spark("clearbg-batch")
     if worker_env is None:
@@ -87,19 +84,8 @@ def run_batch_spark(
         quality=quality, workers=workers, max_pixels=max_pixels,
     )
 
-    def todo() -> Iterator[storage.ImageRef]:
-        for ref, clash in listing:
-            if ref.relpath in done:
-                counts["skipped"] += 1
-            elif clash:
-                journal.add([result_record(ref, "failed", 0.0, error=clash)])
-                counts["failed"] += 1
-            else:
-                yield ref
-
     try:
-        refs = todo()
-        while rows := list(itertools.islice(refs, chunk)):
+        while rows := list(itertools.islice(pending, chunk)):
             frame = pd.DataFrame({"uri": [r.uri for r in rows], "relpath": [r.relpath for r in rows]})
             jobs = spark.createDataFrame(frame).repartition(partitions).mapInPandas(work, SCHEMA)
             # collect() runs all partitions at once (toLocalIterator would run them one by
@@ -116,7 +102,7 @@ def run_batch_spark(
     return BatchSummary(counts["ok"], counts["failed"], counts["skipped"], time.perf_counter() - started, results)
 
 
-def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_size: int | None,
+def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_size: int | None, fmt: str,
                env: dict[str, str], **kwargs: Any) -> Iterator[pd.DataFrame]:
     from clearbg.inference.predictor import Predictor
 
@@ -127,7 +113,8 @@ def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_si
     if key not in _predictors:
         _predictors[key] = Predictor(model, batch_size=batch_size)
     refs = (storage.ImageRef(uri, relpath) for frame in frames for uri, relpath in zip(frame.uri, frame.relpath))
-    for records in process(refs, out, _predictors[key], **kwargs):
+    items = ((ref, output_for(out, ref, fmt)) for ref in refs)
+    for records in remove_stream(items, _predictors[key], fmt=fmt, **kwargs):
         yield pd.DataFrame(records, columns=SCHEMA_COLUMNS)
 
 

@@ -2,7 +2,7 @@
 
 Modules, one job each: ``app`` (routes, errors, request flow), ``batching`` (micro-batcher),
 ``render`` (remove.bg options -> response body), ``limits`` (settings, body-size and API-key
-guards), ``fetch`` (``image_url``, public addresses only), ``confidence`` (``X-Confidence``),
+guards), ``fetch`` (``image_url``, public addresses only),
 ``memory`` (flat RSS under load).
 
 Example::

@@ -44,7 +44,7 @@ from clearbg import imageio
 from clearbg.errors import ClearbgError, ImageError, ImageTooLarge
 from clearbg.models.registry import DEFAULT_MODEL
 from clearbg.serve.batching import MicroBatcher
-from clearbg.serve.confidence import confidence
+from clearbg.inference.confidence import confidence
 from clearbg.serve.docs import mount_docs
 from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url
 from clearbg.serve.limits import ApiKeyGuard, BodySizeLimit, ServeSettings

@@ -1,8 +1,9 @@
-"""One number saying how sure the model is about a photo's mask, for the ``X-Confidence`` header.
+"""One number saying how sure the model is about a photo's mask: the server's ``X-Confidence``
+header and the ``confidence`` column of ``clearbg batch``'s results.
 
 This is a stand-in until the quality gate (the review stage in ../shared/DESIGN.md) brings a
-calibrated score: it is the only function the server calls, so the gate can replace it without
-touching anything else.
+calibrated score: it is the only function the server and the batch call, so the gate can replace
+it without touching anything else.
 """
 
 from __future__ import annotations
