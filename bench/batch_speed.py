@@ -92,7 +92,7 @@ def run_rembg(src: Path, out: Path) -> dict:
     from rembg_cli import rembg_executable
 
     from clearbg.models.download import cached_onnx
-    from clearbg.models.registry import get_spec
+    from clearbg.models.specs import get_spec
 
     exe = rembg_executable()
     home = out.parent / "rembg-home"

@@ -74,7 +74,7 @@ class Server:
             self.ready = "/readyz"
         else:
             from clearbg.models.download import cached_onnx
-            from clearbg.models.registry import get_spec
+            from clearbg.models.specs import get_spec
 
             home = workdir / "rembg-home"
             home.mkdir(exist_ok=True)

@@ -61,7 +61,7 @@ def run_setup(setup: str, model: str, n: int, passes: int) -> dict:
         import rembg
 
         from clearbg.models.download import cached_onnx
-        from clearbg.models.registry import get_spec
+        from clearbg.models.specs import get_spec
 
         home = Path(tempfile.mkdtemp(prefix="rembg-home-"))
         os.environ["U2NET_HOME"] = str(home)  # rembg only loads custom models from its home

@@ -65,7 +65,7 @@ def official_loop(data: str, size: int, batch: int, steps: int, model_name: str)
     from torch import nn
 
     from clearbg.data.dataset import PairDataset
-    from clearbg.models.registry import get_spec
+    from clearbg.models.specs import get_spec
 
     torch.manual_seed(0)
     net = get_spec(model_name).builder()  # U2NETP(3, 1)

@@ -123,7 +123,7 @@ def test_unknown_model_and_missing_weights_say_what_to_do(tmp_path):
 
 def test_model_given_as_a_checkpoint_path(fashion_photo, tmp_path):
     from clearbg.models.download import cached_weights
-    from clearbg.models.registry import get_spec
+    from clearbg.models.specs import get_spec
 
     checkpoint = tmp_path / "mine.pth"
     shutil.copy(cached_weights(get_spec("u2netp")), checkpoint)

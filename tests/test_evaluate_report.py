@@ -12,6 +12,7 @@ from PIL import Image
 
 from clearbg.errors import ClearbgError
 from clearbg.evaluate.report import summary_table, write_report
+from clearbg.evaluate.settings import EvalSettings
 from clearbg.evaluate.run import Evaluation, evaluate_model
 from clearbg.evaluate.tracking import log_evaluation
 
@@ -39,7 +40,7 @@ def evaluations(tmp_path_factory, shared_data) -> list[Evaluation]:
     data = f"{work / 'ds'}:test"
     return [
         evaluate_model("u2netp", data, progress=False),
-        evaluate_model("u2netp", data, threshold=0.95, name="u2netp@0.95", progress=False),
+        evaluate_model("u2netp", data, settings=EvalSettings(threshold=0.95), name="u2netp@0.95", progress=False),
     ]
 
 

@@ -11,6 +11,7 @@ import pytest
 from clearbg.data.manifest import DatasetError, read_manifest, write_manifest
 from clearbg.errors import ClearbgError, UnknownModel
 from clearbg.evaluate.image_metrics import METRIC_KEYS, image_metrics
+from clearbg.evaluate.settings import EvalSettings
 from clearbg.evaluate.run import GROUP_COLUMN, THUMBNAIL_SIZE, Evaluation, evaluate_model, load_pair
 
 N_IMAGES = 6
@@ -96,9 +97,9 @@ def test_save_and_load_round_trip(evaluation, tmp_path):
 
 
 def test_a_module_evaluates_like_its_registry_name(evaluation, dataset):
-    from clearbg.models.registry import create_model
+    from clearbg.models import create_model
 
-    by_module = evaluate_model(create_model("u2netp"), dataset, limit=2, progress=False)
+    by_module = evaluate_model(create_model("u2netp"), dataset, settings=EvalSettings(limit=2), progress=False)
     assert by_module.model == "u2netp.official"  # recognised from its weights
     expected = evaluation.per_image.head(2)["iou"].to_numpy()
     np.testing.assert_allclose(by_module.per_image["iou"].to_numpy(), expected, atol=1e-9)
@@ -114,7 +115,7 @@ def test_clusters_name_the_groups_and_a_broken_mask_is_reported_not_fatal(datase
     manifest.loc[2, "src_mask"] = str(broken)
     write_manifest(manifest, str(copy))
 
-    ev = evaluate_model("u2netp", f"{copy}:test", limit=3, progress=False)
+    ev = evaluate_model("u2netp", f"{copy}:test", settings=EvalSettings(limit=3), progress=False)
     assert set(ev.failed) == {manifest.loc[2, "id"]}
     assert "broken.png" in ev.failed[manifest.loc[2, "id"]]
     assert ev.per_image["id"].tolist() == manifest.loc[[0, 1], "id"].tolist()

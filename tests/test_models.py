@@ -107,7 +107,7 @@ def test_converted_official_weights_equal_onnxruntime_on_a_real_photo(arch, fash
     spec = get_spec(arch)
     size = spec.input_size
     rgb = np.asarray(fashion_photo.resize((size, size)), np.float32) / 255.0
-    x = ((rgb - spec.mean) / spec.std).transpose(2, 0, 1)[None].astype(np.float32)
+    x = ((rgb - spec.preprocess.mean) / spec.preprocess.std).transpose(2, 0, 1)[None].astype(np.float32)
     session = ort.InferenceSession(str(cached_onnx(spec)), providers=["CPUExecutionProvider"])
     expected = session.run(None, {session.get_inputs()[0].name: x})
     with torch.no_grad():

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from clearbg.cli import cli
-from clearbg.inference.onnx_engine import OrtNetwork, is_clearbg_onnx
+from clearbg.inference.onnx_engine import OrtNetwork
+from clearbg.models.hub import is_onnx_export as is_clearbg_onnx
 from clearbg.inference.onnx_export import (
     ExportError,
     OnnxMetadata,
@@ -29,7 +30,7 @@ from clearbg.inference.onnx_export import (
 )
 from clearbg.inference.optimize import fold_batchnorm
 from clearbg.inference.predictor import Predictor
-from clearbg.models.registry import create_model, get_spec
+from clearbg.models import create_model, get_spec
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_export_graph_and_metadata(exported):
     assert not [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
     assert proto.graph.node[-1].op_type == "Sigmoid"
     spec = get_spec("u2netp")
-    assert read_metadata(exported) == OnnxMetadata(spec.name, 320, spec.mean, spec.std, "fp32", True)
+    assert read_metadata(exported) == OnnxMetadata(spec.name, spec.preprocess, "fp32", True)
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["clearbg.mean"] == "[0.485, 0.456, 0.406]"  # JSON, readable from JavaScript too
     assert is_clearbg_onnx(exported)
@@ -132,7 +133,7 @@ def test_fp16_parity(exported, photos, torch_reference, tmp_path):
 def test_fragile_conv_found_on_u2netp(photos):
     # The one conv whose folded weights cancel: int8 weights alone move its output by >100 %.
     model = fold_batchnorm(create_model("u2netp").float().eval())
-    meta = OnnxMetadata("u2netp", 320, get_spec("u2netp").mean, get_spec("u2netp").std)
+    meta = OnnxMetadata("u2netp", get_spec("u2netp").preprocess)
     assert fragile_convs(model, calibration_inputs(photos[:1], meta)) == ["stage2d.rebnconv1d.conv_s1"]
 
 

@@ -22,22 +22,20 @@ from click.testing import CliRunner
 from PIL import Image
 
 from clearbg.cli import cli
-from clearbg.errors import ClearbgError, UnknownModel
+from clearbg.errors import ClearbgError, RegistryError, UnknownModel
 from clearbg.mlflow_store import resolve_tracking_uri
-from clearbg.models.registry import create_model
+from clearbg.models import create_model
 from clearbg.registry import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS_CHAMPION,
     PROMOTE_EXPERIMENT,
     REGISTER_EXPERIMENT,
-    RegistryError,
     promote,
     register_model,
-    resolve_model_uri,
-    resolve_onnx_uri,
     rollback,
 )
+from clearbg.models.mlflow_uris import resolve_model_uri, resolve_onnx_uri
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402

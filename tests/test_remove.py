@@ -84,8 +84,8 @@ def test_remove_returns_the_kind_it_was_given(remover, tiny_fashion, tmp_path):
 
 
 def test_module_level_remove_loads_the_default_model_once():
-    first = clearbg.api._shared_remover("u2netp", "auto")
-    assert clearbg.api._shared_remover("u2netp", "auto") is first
+    first = clearbg.removal.api._shared_remover("u2netp", "auto")
+    assert clearbg.removal.api._shared_remover("u2netp", "auto") is first
 
 
 def test_exif_rotated_photo_gives_an_upright_mask(remover, fashion_photo, tmp_path):

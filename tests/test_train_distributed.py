@@ -33,7 +33,7 @@ import pytest
 import torch
 
 from clearbg.errors import ClearbgError
-from clearbg.train.distributed import DistEnv, all_reduce_sum, barrier, cleanup, is_main, setup_distributed
+from clearbg.train.process_group import DistEnv, all_reduce_sum, barrier, cleanup, is_main, setup_distributed
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
@@ -126,16 +126,17 @@ _VALIDATE = textwrap.dedent("""
     import json, sys
     import torch
     from clearbg.data.dataset import PairDataset
-    from clearbg.train.distributed import broadcast_buffers, cleanup, setup_distributed
+    from clearbg.train.process_group import broadcast_buffers, cleanup, setup_distributed
     from clearbg.train.loop import validate
 """) + _STANDIN + textwrap.dedent("""
     dataset, indices = sys.argv[1], [int(i) for i in sys.argv[2].split(",")]
-    mean, std = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    from clearbg.models.preprocess import Preprocess
+    plain = Preprocess(size=64, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     subset = torch.utils.data.Subset(PairDataset(dataset, split="val", size=64), indices)
     loader = torch.utils.data.DataLoader(subset, batch_size=2)
-    local, _ = validate(Brightness(), loader, torch.device("cpu"), mean, std)  # no group yet: this rank alone
+    local, _ = validate(Brightness(), loader, torch.device("cpu"), plain)  # no group yet: this rank alone
     env = setup_distributed("cpu")
-    reduced, _ = validate(Brightness(), loader, torch.device("cpu"), mean, std)
+    reduced, _ = validate(Brightness(), loader, torch.device("cpu"), plain)
     bn = torch.nn.BatchNorm2d(2)
     bn.running_mean += env.rank + 1  # ranks hold different running statistics ...
     broadcast_buffers(bn)  # ... until rank 0's are copied to all
@@ -170,8 +171,10 @@ def test_validation_iou_is_computed_from_counts_summed_over_ranks(dataset, tmp_p
     scope = {"torch": torch}
     exec(_STANDIN, scope)
     loader = torch.utils.data.DataLoader(PairDataset(dataset, split="val", size=64), batch_size=2)
-    everything, _ = validate(scope["Brightness"](), loader, torch.device("cpu"), torch.zeros(1, 3, 1, 1),
-                             torch.ones(1, 3, 1, 1))
+    from clearbg.models.preprocess import Preprocess
+
+    plain = Preprocess(size=64, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    everything, _ = validate(scope["Brightness"](), loader, torch.device("cpu"), plain)
 
     results = []
     for proc in procs:
@@ -200,7 +203,7 @@ _HARNESS = textwrap.dedent('''
     import torch
     from torch import nn
     from clearbg.models import u2net
-    from clearbg.models.registry import ModelSpec, get_spec, register
+    from clearbg.models.specs import ModelSpec, add_spec as register, get_spec
     from clearbg.train.__main__ import main
 
     class FrozenBatchNorm2d(nn.BatchNorm2d):
@@ -219,8 +222,8 @@ _HARNESS = textwrap.dedent('''
         return model
 
     base = get_spec("u2netp")
-    register(ModelSpec(name="u2netpfrozen.scratch", builder=frozen_u2netp, input_size=base.input_size,
-                       mean=base.mean, std=base.std, weights=None, license=base.license,
+    register(ModelSpec(name="u2netpfrozen.scratch", builder=frozen_u2netp, preprocess=base.preprocess,
+                       weights=None, license=base.license,
                        source="test harness: u2netp with frozen BatchNorm"))
     code = main(sys.argv[1:])
     assert len(built) == 1, len(built)

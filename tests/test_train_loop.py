@@ -14,7 +14,9 @@ from clearbg.data.prepare import PrepareConfig, prepare_dataset
 from clearbg.errors import ClearbgError
 from clearbg.train.checkpoint import load_checkpoint
 from clearbg.train.config import LossConfig, load_config
-from clearbg.train.loop import LRSchedule, calibrate_folded_batchnorm, train
+from clearbg.train.loop import train
+from clearbg.train.model_init import calibrate_folded_batchnorm
+from clearbg.train.schedule import LRSchedule
 from clearbg.train.losses import DeepSupervisionLoss
 
 SIZE = 64
@@ -78,7 +80,7 @@ def test_validation_iou_matches_an_independent_count(tmp_path, small_ds, one_thr
     assert ckpt["position"]["step"] == 2 and ckpt["model_name"] == "u2netp.official"
 
     from clearbg.data.dataset import PairDataset
-    from clearbg.models.registry import get_spec
+    from clearbg.models.specs import get_spec
 
     model = get_spec("u2netp").builder()
     model.load_state_dict(ckpt["model"])
@@ -117,7 +119,7 @@ def test_best_checkpoint_loads_for_inference(tmp_path, small_ds, one_thread):
 
 def test_official_weights_keep_their_output_when_batchnorm_is_calibrated(small_ds, one_thread):
     from clearbg.data.dataset import PairDataset
-    from clearbg.models.registry import create_model
+    from clearbg.models import create_model
 
     model = create_model("u2netp")  # folded official weights: identity BatchNorm layers
     ds = PairDataset(small_ds, split=None, size=SIZE)

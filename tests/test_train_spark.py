@@ -30,7 +30,7 @@ def dataset(tmp_path_factory, shared_data) -> str:
 @pytest.mark.parametrize("local_mode", [True, False], ids=["driver", "executors"])
 def test_torch_distributor_runs_the_training_function_on_two_processes(dataset, tmp_path, local_mode):
     from clearbg.train.config import load_config
-    from clearbg.train.distributed import run_on_spark
+    from clearbg.train.spark_launcher import run_on_spark
     from clearbg.train.loop import TrainResult
 
     config = load_config(None, [

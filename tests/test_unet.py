@@ -13,6 +13,8 @@ from PIL import Image
 from clearbg.errors import WeightsNotFound
 from clearbg.inference.predictor import Predictor
 from clearbg.models import create_model, get_spec
+from clearbg.models.hub import ResolvedModel
+from clearbg.models.preprocess import Preprocess
 from clearbg.models.unet import UNet
 from clearbg.models.weights import load_model_file
 
@@ -100,7 +102,7 @@ def test_a_few_steps_from_scratch_fit_one_real_pair(tiny_pairs):
 
 def test_predictor_runs_the_unet_on_a_photo(fashion_photo):
     torch.manual_seed(0)
-    predictor = Predictor(create_model("unet", pretrained=False), spec=get_spec("unet"), device="cpu", precision="fp32")
+    predictor = Predictor(create_model("unet", pretrained=False), device="cpu", precision="fp32")
     [prob] = predictor.predict([fashion_photo])
     assert prob.shape == (fashion_photo.height, fashion_photo.width) and prob.dtype == np.float32
     assert 0 <= prob.min() and prob.max() <= 1 and prob.max() > prob.min()
@@ -117,14 +119,14 @@ def test_inference_rewrites_keep_the_unet_output(fashion_photo):
             m.running_var.uniform_(0.5, 2)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
-    spec = dataclasses.replace(get_spec("unet"), input_size=64)
-    predictor = Predictor(model, spec=spec, device="cpu", precision="fp32", batch_size=1)
+    spec = dataclasses.replace(get_spec("unet"), preprocess=Preprocess(size=64))
+    predictor = Predictor(ResolvedModel(model, spec, "UNet(base=8)"), device="cpu", precision="fp32", batch_size=1)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in predictor.module.modules())
     inputs = predictor.preprocess(fashion_photo)[None]
     actual = predictor.predict_small(inputs)
     x = torch.from_numpy(inputs).permute(0, 3, 1, 2).float()
     x = x / x.amax()
-    x = (x - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
+    x = (x - torch.tensor(spec.preprocess.mean).view(1, 3, 1, 1)) / torch.tensor(spec.preprocess.std).view(1, 3, 1, 1)
     with torch.no_grad():
         prob = model(x, fused_only=True)
     expected = (prob - prob.min()) / (prob.max() - prob.min())

@@ -184,7 +184,7 @@ def test_int8_export_runs_in_the_browser(chromium, tiny_pairs, tmp_path):
     from PIL import Image
 
     from clearbg.inference.onnx_export import export_onnx, save_onnx
-    from clearbg.models.registry import create_model, get_spec
+    from clearbg.models import create_model, get_spec
     from clearbg.web.site import build_site
 
     photos = [row["image"] for row in tiny_pairs if row["domain"] == "fashion"]

@@ -16,8 +16,8 @@ __all__ = ["ClearbgError", "Remover", "create_model", "get_spec", "list_models",
 # The model-side names pull in PyTorch (~1.5 s); data-only work (prepare, its worker
 # processes) should not pay for it, so they load on first use.
 _LAZY = {
-    "Remover": "clearbg.api",
-    "remove": "clearbg.api",
+    "Remover": "clearbg.removal.api",
+    "remove": "clearbg.removal.api",
     "create_model": "clearbg.models",
     "get_spec": "clearbg.models",
     "list_models": "clearbg.models",

@@ -35,3 +35,7 @@ class WeightsIntegrityError(ClearbgError):
 
 class CheckpointMismatch(ClearbgError):
     """A state dict does not fit the model: missing, unexpected or wrongly shaped keys."""
+
+
+class RegistryError(ClearbgError):
+    """The model registry could not do what was asked (store unreachable, bad name, no alias ...)."""

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clearbg.errors import ClearbgError
+from clearbg.errors import ClearbgError, RegistryError, UnknownModel
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -129,6 +129,38 @@ def connect(uri: str) -> MlflowClient:
         db.parent.mkdir(parents=True, exist_ok=True)
     with quiet("mlflow.store.db.utils", "alembic"):  # a new store's table set-up is not news
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def open_store(tracking_uri: str | None, *, create: bool) -> tuple[MlflowClient, str]:
+    """A client on the resolved store, for the model registry. Reading from a default SQLite
+    file that does not exist fails with advice instead of silently creating an empty store.
+
+    Raises:
+        RegistryError: the URI turns MLflow off.
+        UnknownModel: ``create`` is false and the SQLite store does not exist.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    if is_off(uri):
+        raise RegistryError(f"tracking URI {uri!r} turns MLflow off, but the model registry lives in MLflow; "
+                            "give a store (--tracking-uri or MLFLOW_TRACKING_URI)")
+    db = sqlite_path(uri)
+    if db is not None and not create and not db.is_file():
+        raise UnknownModel(
+            f"no MLflow store at {db} (from {uri}); run from the folder you trained or registered in "
+            "(the store is runs/mlflow.db there), or set MLFLOW_TRACKING_URI / --tracking-uri"
+        )
+    return connect(uri), uri
+
+
+@contextlib.contextmanager
+def mlflow_errors(what: str, uri: str) -> Iterator[None]:
+    """Turn MLflow's exceptions into ``RegistryError``, naming what was being done and where."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        raise RegistryError(f"{what} failed in the MLflow store {uri}: {err.message}") from err
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:

@@ -22,10 +22,10 @@ from typing import Any, Iterator
 import pandas as pd
 
 from clearbg import storage
+from clearbg.removal.record import RESULT_COLUMNS
 
 BATCH_DIR = ".batch"
 RESULTS_NAME = "results.parquet"
-RESULT_COLUMNS = ("relpath", "uri", "status", "error", "confidence", "seconds", "output")
 
 # atomic_write_bytes leaves "<name>.<random>.tmp" beside the target when killed mid-write.
 _TEMP_NAME = re.compile(r"^.+\.[A-Za-z0-9_]+\.tmp$")

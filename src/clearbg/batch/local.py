@@ -17,7 +17,7 @@ from tqdm import tqdm
 from clearbg import storage
 from clearbg.batch.journal import Journal
 from clearbg.errors import StorageError
-from clearbg.files import FORMATS, photo_record, remove_stream
+from clearbg.removal.pipeline import FORMATS, photo_record, remove_stream
 from clearbg.inference.compose import OutputOptions
 from clearbg.inference.predictor import Predictor
 

@@ -21,16 +21,13 @@ import pandas as pd
 
 from clearbg import storage
 from clearbg.batch.local import BatchSummary, open_run, output_for
-from clearbg.files import remove_stream
+from clearbg.removal.pipeline import remove_stream
+from clearbg.removal.record import RESULT_COLUMNS, SPARK_SCHEMA
 from clearbg.inference.compose import OutputOptions
 from clearbg.spark import local_spark
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-SCHEMA = "relpath string, uri string, status string, error string, confidence double, seconds double, output string"
-
-SCHEMA_COLUMNS = [field.split()[0] for field in SCHEMA.split(", ")]
 
 _predictors: dict[tuple, Any] = {}  # one model per Spark Python worker, reused across partitions
 
@@ -87,7 +84,7 @@ def run_batch_spark(
     try:
         while rows := list(itertools.islice(pending, chunk)):
             frame = pd.DataFrame({"uri": [r.uri for r in rows], "relpath": [r.relpath for r in rows]})
-            jobs = spark.createDataFrame(frame).repartition(partitions).mapInPandas(work, SCHEMA)
+            jobs = spark.createDataFrame(frame).repartition(partitions).mapInPandas(work, SPARK_SCHEMA)
             # collect() runs all partitions at once (toLocalIterator would run them one by
             # one); a chunk's records are small, tens of bytes per photo.
             records = [_clean(row.asDict()) for row in jobs.collect()]
@@ -115,7 +112,7 @@ def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_si
     refs = (storage.ImageRef(uri, relpath) for frame in frames for uri, relpath in zip(frame.uri, frame.relpath))
     items = ((ref, output_for(out, ref, fmt)) for ref in refs)
     for records in remove_stream(items, _predictors[key], fmt=fmt, **kwargs):
-        yield pd.DataFrame(records, columns=SCHEMA_COLUMNS)
+        yield pd.DataFrame(records, columns=list(RESULT_COLUMNS))
 
 
 def _clean(record: dict[str, Any]) -> dict[str, Any]:

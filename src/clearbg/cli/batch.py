@@ -7,7 +7,7 @@ import sys
 import click
 
 from clearbg.errors import ClearbgError
-from clearbg.models.registry import DEFAULT_MODEL, model_choices
+from clearbg.models.specs import DEFAULT_MODEL, model_choices
 
 
 @click.command("batch")
@@ -42,7 +42,7 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
       clearbg batch photos/ --out cutouts/ --retry-failed
       clearbg batch s3://studio/raw/ --out s3://studio/cut/ --engine spark --partitions 64
     """
-    from clearbg.api import make_options
+    from clearbg.removal.api import make_options
     from clearbg.batch import run_batch
     from clearbg.batch.spark import run_batch_spark
     from clearbg.inference.predictor import Predictor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from clearbg.errors import ClearbgError
-from clearbg.models.registry import DEFAULT_MODEL, get_spec, list_models
+from clearbg.models.specs import DEFAULT_MODEL, get_spec, list_models
 
 
 @click.command("download")

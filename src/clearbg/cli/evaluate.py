@@ -70,24 +70,15 @@ def evaluate_command(
     """
     from clearbg.evaluate.report import summary_table, write_report
     from clearbg.evaluate.run import evaluate_model
+    from clearbg.evaluate.settings import EvalSettings
     from clearbg.evaluate.tracking import log_evaluation
 
     if len(models) > 2:
         raise click.UsageError("give --model once, or twice to compare two models")
+    settings = EvalSettings(device=device, precision=precision, threshold=threshold,
+                            boundary_tolerance=boundary_tolerance, limit=limit, batch_size=batch_size)
     try:
-        evaluations = [
-            evaluate_model(
-                model,
-                data,
-                device=device,
-                precision=precision,
-                threshold=threshold,
-                boundary_tolerance=boundary_tolerance,
-                limit=limit,
-                batch_size=batch_size,
-            )
-            for model in models
-        ]
+        evaluations = [evaluate_model(model, data, settings=settings) for model in models]
         report = write_report(evaluations, out_dir, worst_k=worst, title=title)
         run_id = None if no_mlflow else log_evaluation(out_dir, tracking_uri=tracking_uri)
     except ClearbgError as err:

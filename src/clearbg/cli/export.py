@@ -7,7 +7,7 @@ import itertools
 import click
 
 from clearbg.errors import ClearbgError
-from clearbg.models.registry import DEFAULT_MODEL
+from clearbg.models.specs import DEFAULT_MODEL
 
 
 @click.command("export")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from clearbg.models.registry import get_spec, list_models
+from clearbg.models.specs import get_spec, list_models
 
 
 @click.command("models")

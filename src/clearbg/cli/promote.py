@@ -36,6 +36,7 @@ def promote_command(name, data, margin, tolerance, fresh, rollback, tracking_uri
       clearbg promote --name shop --rollback
     """
     from clearbg import registry
+    from clearbg.evaluate.settings import EvalSettings
 
     try:
         if rollback:
@@ -45,7 +46,7 @@ def promote_command(name, data, margin, tolerance, fresh, rollback, tracking_uri
         if data is None:
             raise click.UsageError("--data DATASET[:split] is required (the held-out set both models are scored on)")
         result = registry.promote(name, data, margin=margin, tolerance=tolerance, tracking_uri=tracking_uri,
-                                  fresh=fresh, device=device, precision=precision, limit=limit)
+                                  fresh=fresh, settings=EvalSettings(device=device, precision=precision, limit=limit))
     except ClearbgError as err:
         raise click.ClickException(str(err)) from err
     click.echo(result.table())

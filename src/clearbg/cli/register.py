@@ -32,11 +32,12 @@ def register_command(model, name, data, alias, tracking_uri, description, device
       clearbg register --model runs/u2netp-shop/checkpoints/best.pt --name shop --data data/shop-320
       clearbg register --model u2netp --name shop --data data/shop-320:test
     """
+    from clearbg.evaluate.settings import EvalSettings
     from clearbg.registry import register_model
 
     try:
         reg = register_model(model, name, data, alias=alias, tracking_uri=tracking_uri, description=description,
-                             device=device, precision=precision, limit=limit, onnx=onnx)
+                             settings=EvalSettings(device=device, precision=precision, limit=limit), onnx=onnx)
     except ClearbgError as err:
         raise click.ClickException(str(err)) from err
     summary = reg.evaluation.summary()

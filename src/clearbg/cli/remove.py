@@ -8,7 +8,7 @@ import click
 
 from clearbg.errors import ClearbgError
 from clearbg.inference.predictor import ENGINES, PRECISIONS
-from clearbg.models.registry import DEFAULT_MODEL, model_choices
+from clearbg.models.specs import DEFAULT_MODEL, model_choices
 
 
 @click.command("remove")
@@ -38,8 +38,8 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
       clearbg remove shoot.jpg --out web/ --bg-color '#ffffff' --format jpg
       clearbg remove s3://studio/raw/ --out s3://studio/masks/ --mask
     """
-    from clearbg.api import make_options
-    from clearbg.files import remove_files
+    from clearbg.removal.api import make_options
+    from clearbg.removal.pipeline import remove_files
     from clearbg.inference.compose import Canvas
     from clearbg.inference.predictor import Predictor
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from clearbg.inference.predictor import ENGINES, PRECISIONS
-from clearbg.models.registry import DEFAULT_MODEL, model_choices
+from clearbg.models.specs import DEFAULT_MODEL, model_choices
 
 
 @click.command("serve")

@@ -521,7 +521,7 @@ def encoder_embeddings(
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from clearbg.models.registry import create_model, get_spec
+    from clearbg.models import create_model, get_spec
 
     spec = get_spec("u2netp")
     model = create_model("u2netp").eval()

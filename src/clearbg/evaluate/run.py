@@ -36,6 +36,7 @@ from clearbg import storage
 from clearbg.data.manifest import DatasetError, read_info, read_manifest
 from clearbg.errors import ClearbgError
 from clearbg.evaluate.image_metrics import METRIC_KEYS, image_metrics
+from clearbg.evaluate.settings import SPLITS, EvalSettings, package_version, parse_data_arg
 
 __all__ = [
     "GROUP_COLUMN",
@@ -50,7 +51,6 @@ __all__ = [
 ]
 
 GROUP_COLUMN = "group"
-SPLITS = ("train", "val", "test", "all")  # "all": every row of the manifest
 THUMBNAIL_SIZE = 192  # long side (px) of the prediction thumbnails kept for the report
 SHARE_BARS = (95, 97, 99)  # the seed's headline figures: share of images at >= 95/97/99 % IoU
 SUMMARY_FILE, PER_IMAGE_FILE, THUMBNAILS_FILE = "summary.json", "per_image.csv", "thumbnails.npz"
@@ -58,40 +58,6 @@ _INFO_COLUMNS = ("id", GROUP_COLUMN, "image", "mask")  # per_image columns befor
 
 
 # --------------------------------------------------------------------------- arguments
-
-
-def parse_data_arg(data: str, default_split: str = "test") -> tuple[str, str]:
-    """Split ``DATASET[:split]`` into the dataset and the split name.
-
-    A suffix counts as a split only when it has no ``/`` (so ``s3://bucket/ds`` is a dataset,
-    ``s3://bucket/ds:val`` is its val split).
-
-    Args:
-        data: a dataset folder or URI, optionally followed by ``:train``, ``:val``, ``:test`` or
-            ``:all``.
-        default_split: the split when ``data`` names none.
-
-    Returns:
-        ``(dataset, split)``.
-
-    Raises:
-        ClearbgError: the split is not one of :data:`SPLITS`, or the dataset part is empty.
-
-    Example:
-        >>> parse_data_arg("data/fashion:val")
-        ('data/fashion', 'val')
-        >>> parse_data_arg("s3://bucket/fashion")
-        ('s3://bucket/fashion', 'test')
-    """
-    dataset, split = data, default_split
-    head, sep, tail = data.rpartition(":")
-    if sep and "/" not in tail and head not in ("", "s3", "gs", "file"):
-        dataset, split = head, tail
-    if not dataset:
-        raise ClearbgError(f"no dataset in {data!r}: expected DATASET[:split], e.g. data/fashion:test")
-    if split not in SPLITS:
-        raise ClearbgError(f"unknown split {split!r} in {data!r}; choose one of {', '.join(SPLITS)}")
-    return dataset, split
 
 
 def thumbnail_size(width: int, height: int, long_side: int = THUMBNAIL_SIZE) -> tuple[int, int]:
@@ -262,34 +228,22 @@ def evaluate_model(
     model: Any,
     data: str,
     split: str = "test",
+    settings: EvalSettings | None = None,
     *,
-    device: str | None = None,
-    precision: str = "fp32",
-    threshold: float = 0.5,
-    boundary_tolerance: int = 3,
-    limit: int | None = None,
     progress: bool | None = None,
     name: str | None = None,
-    spec: Any = None,
-    batch_size: int | None = None,
     keep_thumbnails: int = 1000,
 ) -> Evaluation:
     """Predict every photo of a split at full resolution and score it against its original mask.
 
     Args:
-        model: a registry name (``u2netp``), a checkpoint path (``runs/x/best.pt``, ``.pth``,
-            ``.onnx``), ``models:/NAME@ALIAS`` (through ``create_model``), or an ``nn.Module``.
+        model: any model reference the hub resolves (``u2netp``, ``runs/x/best.pt``, ``.pth``,
+            ``.onnx``, ``models:/NAME@ALIAS``, ``runs:/...``), an ``nn.Module``, or a ``Predictor``.
         data: a prepared dataset (folder or s3://), optionally ``DATASET:split``.
         split: ``test`` (default), ``val``, ``train`` or ``all``; a split in ``data`` wins.
-        device: ``cpu``, ``cuda`` ... (default: CUDA when available).
-        precision: ``fp32`` (default, reproducible numbers), ``bf16``, ``fp16`` or ``auto``.
-        threshold: a pixel is product where the probability is above this.
-        boundary_tolerance: pixels an outline may be off (``boundary_f``, ``error_regions``).
-        limit: score only the first N images of the split (by id), for a quick look.
+        settings: how to score (:class:`EvalSettings`; default fp32, threshold 0.5).
         progress: show a progress bar (default: when stderr is a terminal).
         name: the display name (default: ``model`` as given, or the spec's name for a module).
-        spec: the ``ModelSpec`` of an ``nn.Module`` (default: recognised from its weights).
-        batch_size: photos per batch (see ``Predictor``).
         keep_thumbnails: keep prediction thumbnails of at most this many lowest-IoU images.
 
     Returns:
@@ -301,17 +255,17 @@ def evaluate_model(
             or its weights are not cached (``WeightsNotFound``); no image could be scored.
 
     Example:
-        >>> ev = evaluate_model("u2netp", "data/fashion-320:test", limit=8)  # doctest: +SKIP
+        >>> ev = evaluate_model("u2netp", "data/fashion-320:test", settings=EvalSettings(limit=8))  # doctest: +SKIP
         >>> ev.per_image[["id", "group", "iou", "boundary_f"]].head(2)  # doctest: +SKIP
     """
     from tqdm import tqdm
 
+    settings = settings or EvalSettings()
+    threshold, boundary_tolerance, limit = settings.threshold, settings.boundary_tolerance, settings.limit
     dataset, split = parse_data_arg(data, default_split=split)
     rows = _split_rows(dataset, split, limit)
     options = _clean_options(dataset)
-    predictor, display = _predictor(
-        model, name=name, spec=spec, device=device, precision=precision, batch_size=batch_size
-    )
+    predictor, display = _predictor(model, name, settings)
     started = time.monotonic()
     show = sys.stderr.isatty() if progress is None else progress
     records: list[dict[str, Any]] = []
@@ -377,7 +331,7 @@ def evaluate_model(
         "limit": limit,
         "seconds": round(seconds, 2),
         "images_per_s": round(len(records) / seconds, 3) if seconds else None,
-        "clearbg_version": _package_version(),
+        "clearbg_version": package_version(),
     }
     return Evaluation(
         model=display,
@@ -387,15 +341,6 @@ def evaluate_model(
         settings=settings,
         failed=failed,
     )
-
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("clearbg")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
 
 
 def _keep_lowest(thumbnails: dict[str, np.ndarray], records: list[dict[str, Any]], keep: int) -> dict[str, np.ndarray]:
@@ -520,36 +465,15 @@ def load_pair(image: str, mask: str, options: Any = None) -> tuple[Image.Image, 
 # --------------------------------------------------------------------------- model
 
 
-def _predictor(model: Any, *, name: str | None, spec: Any, device: str | None, precision: str, batch_size: int | None):
-    """A Predictor for any kind of model reference, and the name to show for it."""
-    from torch import nn
-
+def _predictor(model: Any, name: str | None, settings: EvalSettings):
+    """A Predictor for any model reference (or the one given), and the name to show for it."""
     from clearbg.inference.predictor import Predictor
-    from clearbg.models.registry import create_model
 
-    options = {"device": device, "precision": precision, "batch_size": batch_size}
+    if isinstance(model, Predictor):
+        return model, name or model.spec.name
     try:
-        if isinstance(model, nn.Module) or str(model).startswith("models:/"):
-            # A registry URI resolves to a module (clearbg.registry); its spec comes from its weights.
-            module = model if isinstance(model, nn.Module) else create_model(str(model))
-            spec = spec or _spec_for_module(module)
-            display = name or (spec.name if isinstance(model, nn.Module) else str(model))
-            return Predictor(module, spec=spec, **options), display
-        return Predictor(model, **options), name or str(model)
+        predictor = Predictor(model, device=settings.device, precision=settings.precision,
+                              batch_size=settings.batch_size)
     except ValueError as err:  # a precision Predictor does not know
         raise ClearbgError(str(err)) from err
-
-
-def _spec_for_module(module) -> Any:
-    """The registered spec whose architecture has exactly ``module``'s weights (names and shapes)."""
-    from clearbg.models.registry import get_spec, list_models
-
-    wanted = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    for arch in sorted({n.split(".")[0] for n in list_models()}):
-        candidate = get_spec(arch)
-        built = candidate.builder().state_dict()
-        if {k: tuple(v.shape) for k, v in built.items()} == wanted:
-            return candidate
-    raise ClearbgError(
-        f"cannot tell which registered architecture a {type(module).__name__} is; pass spec=get_spec(NAME)"
-    )
+    return predictor, name or (predictor.spec.name if not isinstance(model, (str, os.PathLike)) else str(model))

@@ -21,31 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clearbg.errors import UnknownModel
-from clearbg.inference.onnx_export import (
-    INPUT_NAME,
-    ExportError,
-    OnnxMetadata,
-    export_onnx,
-    read_metadata,
-    set_metadata,
-    to_fp16,
-)
-from clearbg.models.registry import DEFAULT_MODEL, ModelSpec, get_spec
-
-
-def is_clearbg_onnx(model: object) -> bool:
-    """True for a path to an ONNX file written by ``clearbg export`` (it has clearbg metadata).
-
-    Official-layout ONNX weights (rembg's u2netp.onnx) return False: PyTorch loads those.
-    """
-    if not isinstance(model, (str, Path)) or not str(model).endswith(".onnx") or not Path(model).is_file():
-        return False
-    try:
-        read_metadata(model)
-    except ExportError:
-        return False
-    return True
+from clearbg.inference.onnx_export import export_onnx, to_fp16
+from clearbg.models.hub import ResolvedModel, spec_from_metadata
+from clearbg.models.onnx_metadata import INPUT_NAME, ExportError, OnnxMetadata, read_metadata, set_metadata
 
 
 def session_options(threads: int | None = None) -> "onnxruntime.SessionOptions":  # noqa: F821
@@ -106,50 +84,35 @@ class OrtNetwork:
         return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0])
 
 
-def spec_from_metadata(meta: OnnxMetadata) -> ModelSpec:
-    """The registry spec of the export's model, with the export's own size and normalisation."""
-    try:
-        base = get_spec(meta.model)
-    except UnknownModel:
-        base = get_spec(DEFAULT_MODEL)  # a model unknown here: only size/mean/std matter for inference
-    return replace(base, name=meta.model, input_size=meta.input_size, mean=meta.mean, std=meta.std)
-
-
-def ort_network(model: str | Path, module: torch.nn.Module | None, spec: ModelSpec | None, precision: str) -> OrtNetwork:
-    """The ONNX Runtime network for what ``Predictor`` was given.
+def ort_network(found: ResolvedModel, precision: str) -> OrtNetwork:
+    """The ONNX Runtime network for a resolved model.
 
     Args:
-        model: a clearbg ``.onnx`` export (used as is); a registered ``models:/NAME@ALIAS`` with
-            its ONNX export logged (``clearbg register``; used as is for fp32, converted for
-            fp16); else a registry name / checkpoint / MLflow URI (exported in memory).
-        module, spec: an already built PyTorch model and its spec (exported in memory).
-        precision: for an in-memory export: ``auto``/``fp32`` -> fp32, ``fp16`` -> fp16;
-            ``int8`` needs calibration photos, so export it with ``clearbg export --int8``.
+        found: from ``clearbg.models.hub.resolve(..., onnx=True)``. Its ``onnx`` file (a
+            ``clearbg export``, or the export registered with a ``models:/`` version) runs as
+            is, converted to fp16 for ``precision="fp16"``; a PyTorch network is exported in
+            memory.
+        precision: ``auto``/``fp32`` -> fp32, ``fp16`` -> fp16; ``int8`` needs calibration
+            photos, so export it with ``clearbg export --int8`` and pass the file. A given
+            export file runs in its own precision.
 
     Raises:
         ExportError: bf16 (ONNX Runtime has no bf16 CPU kernels) or export failure.
     """
-    if module is None and is_clearbg_onnx(model):
-        return OrtNetwork(model)
+    if found.network is None:
+        return OrtNetwork(found.onnx)
     if precision not in ("auto", "fp32", "fp16"):
         raise ExportError(
             f"the onnxruntime engine runs fp32 or fp16 exports, not {precision!r}; "
             "for int8 run `clearbg export --int8` and pass the .onnx file as the model"
         )
-    if module is None and str(model).startswith("models:/"):
-        from clearbg.registry import resolve_onnx_uri
+    if found.onnx is not None and precision != "fp16":
+        return OrtNetwork(found.onnx)
+    if found.onnx is not None:
+        import onnx
 
-        registered = resolve_onnx_uri(str(model))
-        if registered is not None and precision != "fp16":
-            return OrtNetwork(registered)
-        if registered is not None:
-            import onnx
-
-            proto = to_fp16(onnx.load(str(registered)))
-            set_metadata(proto, replace(read_metadata(registered), variant="fp16"))
-            return OrtNetwork(proto)
-    if module is None:
-        from clearbg.inference.predictor import load_model
-
-        module, spec = load_model(model)
-    return OrtNetwork(export_onnx(module, spec or get_spec(DEFAULT_MODEL), dynamic_batch=True, precision="fp32" if precision == "auto" else precision))
+        proto = to_fp16(onnx.load(str(found.onnx)))
+        set_metadata(proto, replace(read_metadata(found.onnx), variant="fp16"))
+        return OrtNetwork(proto)
+    return OrtNetwork(export_onnx(found.network, found.spec, dynamic_batch=True,
+                                  precision="fp32" if precision == "auto" else precision))

@@ -37,104 +37,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from clearbg.errors import ClearbgError
-from clearbg.models.registry import ModelSpec
+from clearbg.models.hub import resolve
+from clearbg.models.onnx_metadata import INPUT_NAME, OUTPUT_NAME, ExportError, OnnxMetadata, read_metadata, set_metadata
+from clearbg.models.specs import ModelSpec
 
 VARIANTS = ("fp32", "fp16", "int8")
-INPUT_NAME = "image"
-OUTPUT_NAME = "mask"
 OPSET = 17
-_PREFIX = "clearbg."
-
-
-class ExportError(ClearbgError):
-    """A model could not be exported to ONNX, or an ONNX file is not a clearbg export."""
-
-
-@dataclass(frozen=True)
-class OnnxMetadata:
-    """What a runtime needs to feed a clearbg ONNX file, stored in its ``metadata_props``.
-
-    Preparing a photo: resize it to ``input_size`` x ``input_size`` (bilinear, aspect not kept),
-    RGB to float, divide by the photo's own maximum value, then ``(x - mean) / std`` per
-    channel; NCHW. The output ``mask`` is the sigmoid probability; clearbg then stretches it
-    min-max per image (the official test script's post-processing) and resizes to the photo.
-
-    Attributes:
-        model: registry name of the architecture and weights (``u2netp.official``).
-        input_size: square side S of the input.
-        mean, std: per-channel normalisation after the 0..1 scaling.
-        variant: ``fp32`` | ``fp16`` | ``int8``.
-        dynamic_batch: whether the batch dimension is free (else it is 1).
-        int16_weights: for int8, the convs kept at 16-bit weights (``fragile_convs``).
-    """
-
-    model: str
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    variant: str = "fp32"
-    dynamic_batch: bool = False
-    int16_weights: tuple[str, ...] = ()
-
-    def to_props(self) -> dict[str, str]:
-        """Key/value strings for ``metadata_props`` (keys prefixed ``clearbg.``)."""
-        return {
-            f"{_PREFIX}model": self.model,
-            f"{_PREFIX}input_size": str(self.input_size),
-            f"{_PREFIX}mean": json.dumps(list(self.mean)),
-            f"{_PREFIX}std": json.dumps(list(self.std)),
-            f"{_PREFIX}variant": self.variant,
-            f"{_PREFIX}dynamic_batch": json.dumps(self.dynamic_batch),
-            f"{_PREFIX}int16_weights": json.dumps(list(self.int16_weights)),
-            f"{_PREFIX}input": f"{INPUT_NAME}: float32 [N,3,S,S] RGB / per-image max, then (x - mean) / std",
-            f"{_PREFIX}output": f"{OUTPUT_NAME}: float32 [N,1,S,S] sigmoid probability; min-max per image",
-        }
-
-    @classmethod
-    def from_props(cls, props: dict[str, str], source: str = "ONNX file") -> OnnxMetadata:
-        """Parse ``to_props`` output back.
-
-        Raises:
-            ExportError: the properties lack clearbg's keys (not exported by ``clearbg export``).
-        """
-        try:
-            return cls(
-                model=props[f"{_PREFIX}model"],
-                input_size=int(props[f"{_PREFIX}input_size"]),
-                mean=tuple(json.loads(props[f"{_PREFIX}mean"])),
-                std=tuple(json.loads(props[f"{_PREFIX}std"])),
-                variant=props.get(f"{_PREFIX}variant", "fp32"),
-                dynamic_batch=json.loads(props.get(f"{_PREFIX}dynamic_batch", "false")),
-                int16_weights=tuple(json.loads(props.get(f"{_PREFIX}int16_weights", "[]"))),
-            )
-        except (KeyError, ValueError) as err:
-            raise ExportError(
-                f"{source} has no clearbg metadata ({err}); export it with "
-                "`clearbg export --model NAME_OR_CHECKPOINT --out model.onnx`"
-            ) from err
-
-
-def read_metadata(model: str | Path | "onnx.ModelProto") -> OnnxMetadata:  # noqa: F821
-    """The clearbg metadata of an ONNX file or ``ModelProto``.
-
-    Raises:
-        ExportError: not a clearbg export (no metadata) or not readable as ONNX.
-
-    Example:
-        >>> read_metadata("u2netp.onnx").input_size  # doctest: +SKIP
-        320
-    """
-    import onnx
-
-    if isinstance(model, onnx.ModelProto):
-        proto, source = model, "ONNX model"
-    else:
-        try:
-            proto, source = onnx.load(str(model), load_external_data=False), str(model)
-        except Exception as err:  # onnx raises DecodeError, OSError, ... for a bad file
-            raise ExportError(f"{model}: not a readable ONNX file ({err})") from err
-    return OnnxMetadata.from_props({p.key: p.value for p in proto.metadata_props}, source)
 
 
 class _MaskGraph(nn.Module):
@@ -172,7 +80,7 @@ def export_onnx(
         ExportError: unknown precision, int8 without photos, or the exporter failed.
 
     Example:
-        >>> from clearbg.models.registry import create_model, get_spec
+        >>> from clearbg.models import create_model, get_spec
         >>> proto = export_onnx(create_model("u2netp", pretrained=False), get_spec("u2netp"))
         >>> [o.name for o in proto.graph.output]
         ['mask']
@@ -200,7 +108,7 @@ def export_onnx(
     except Exception as err:  # the exporter raises many kinds (TypeError, RuntimeError, ...)
         raise ExportError(f"ONNX export of {spec.name} failed: {err}") from err
     proto = onnx.load_from_string(buffer.getvalue())
-    meta = OnnxMetadata(spec.name, size, tuple(spec.mean), tuple(spec.std), precision, dynamic_batch)
+    meta = OnnxMetadata(spec.name, spec.preprocess, precision, dynamic_batch)
     if precision == "fp16":
         proto = to_fp16(proto)
     elif precision == "int8":
@@ -210,16 +118,6 @@ def export_onnx(
         meta = replace(meta, int16_weights=tuple(fragile))
     set_metadata(proto, meta)
     return proto
-
-
-def set_metadata(proto: "onnx.ModelProto", meta: OnnxMetadata) -> None:  # noqa: F821
-    """Replace the clearbg entries of ``proto.metadata_props`` with ``meta``'s."""
-    kept = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(_PREFIX)]
-    del proto.metadata_props[:]
-    for key, value in [*kept, *meta.to_props().items()]:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "clearbg"
 
 
 def to_fp16(proto: "onnx.ModelProto") -> "onnx.ModelProto":  # noqa: F821
@@ -235,14 +133,8 @@ def to_fp16(proto: "onnx.ModelProto") -> "onnx.ModelProto":  # noqa: F821
 
 def calibration_inputs(photos: Iterable[Image.Image], meta: OnnxMetadata) -> list[np.ndarray]:
     """Photos prepared exactly as the engine prepares them: one (1, 3, S, S) float32 each."""
-    from clearbg.inference.predictor import normalise_inputs, resize_for_model
-
-    mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
-    std = torch.tensor(meta.std).view(1, 3, 1, 1)
-    return [
-        normalise_inputs(torch.from_numpy(resize_for_model(photo, meta.input_size)[None]), mean, std).numpy()
-        for photo in photos
-    ]
+    pre = meta.preprocess
+    return [pre.normalise(torch.from_numpy(pre.to_array(photo)[None]).permute(0, 3, 1, 2)).numpy() for photo in photos]
 
 
 def fragile_convs(model: nn.Module, inputs: Sequence[np.ndarray], tolerance: float = 0.1) -> list[str]:
@@ -361,8 +253,8 @@ def export_file(
     """``export_onnx`` for a registry name or checkpoint, written to ``out``.
 
     Args:
-        model: registry name (``u2netp``), ``.pth``/``.pt`` checkpoint, official-layout
-            ``.onnx`` or MLflow model URI, as ``Predictor`` accepts.
+        model: any model reference the hub resolves to PyTorch weights (spec name,
+            ``.pth``/``.pt`` checkpoint, official-layout ``.onnx``, ``models:/``, ``runs:/``).
         out: the ``.onnx`` file to write.
         dynamic_batch, precision, calibration: see ``export_onnx``.
 
@@ -373,8 +265,8 @@ def export_file(
         >>> export_file("u2netp", "u2netp-int8.onnx", precision="int8", calibration=photos)  # doctest: +SKIP
         PosixPath('u2netp-int8.onnx')
     """
-    from clearbg.inference.predictor import load_model
-
-    module, spec = load_model(model)
-    proto = export_onnx(module, spec, dynamic_batch=dynamic_batch, precision=precision, calibration=calibration)
+    found = resolve(model)
+    if found.network is None:
+        raise ExportError(f"{model} is already a clearbg ONNX export; export from the checkpoint it came from")
+    proto = export_onnx(found.network, found.spec, dynamic_batch=dynamic_batch, precision=precision, calibration=calibration)
     return save_onnx(proto, out)

@@ -16,18 +16,16 @@ from __future__ import annotations
 import copy
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 
-from clearbg.imageio import flatten
 from clearbg.inference.optimize import optimize_for_inference
-from clearbg.models.registry import DEFAULT_MODEL, ModelSpec, create_model, get_spec
+from clearbg.models.hub import ModelRef, ResolvedModel, is_onnx_export, resolve
+from clearbg.models.specs import DEFAULT_MODEL
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ENGINES = ("auto", "torch", "onnxruntime")
@@ -48,8 +46,9 @@ class Predictor:
     """Load a model once; predict foreground probability maps for batches of photos.
 
     Args:
-        model: registry name (``u2netp``), checkpoint path (``.pth``/``.onnx``), or a module
-            built by ``create_model`` together with ``spec``.
+        model: any model reference (``clearbg.models.hub.resolve``: a spec name, a checkpoint,
+            a ``clearbg export`` .onnx, ``models:/``, ``runs:/``, an ``nn.Module``), or a
+            ``ResolvedModel``.
         device: ``cpu``, ``cuda``, ... (default: CUDA when available).
         precision: ``auto`` | ``fp32`` | ``bf16`` | ``fp16``.
         batch_size: photos per batch: one stacked forward pass on GPU, one photo per core on
@@ -68,9 +67,8 @@ class Predictor:
 
     def __init__(
         self,
-        model: str | Path | nn.Module = DEFAULT_MODEL,
+        model: ModelRef | ResolvedModel = DEFAULT_MODEL,
         *,
-        spec: ModelSpec | None = None,
         device: str | torch.device | None = None,
         precision: str = "auto",
         batch_size: int | None = None,
@@ -81,44 +79,41 @@ class Predictor:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if engine == "auto":
-            engine = "onnxruntime" if _is_clearbg_onnx(model) else "torch"
-        self.engine = engine
+            engine = "onnxruntime" if is_onnx_export(model) else "torch"
+        found = model if isinstance(model, ResolvedModel) else resolve(model, onnx=engine == "onnxruntime")
+        self.engine, self.source = engine, found.source
         if engine == "onnxruntime":
             from clearbg.inference.onnx_engine import ort_network
 
-            network = ort_network(model, model if isinstance(model, nn.Module) else None, spec, precision)
+            network = ort_network(found, precision)
             # Pre/post-processing on the CPU in float32; ONNX Runtime picks its own provider.
             self.device, self.dtype, self.precision = torch.device("cpu"), torch.float32, network.metadata.variant
             self.module, self.spec = network, network.spec
         else:
+            if found.network is None:
+                raise ValueError(f"{found.source} is an ONNX export: run it with engine='onnxruntime'")
             self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             self.precision = default_precision(self.device) if precision == "auto" else precision
             self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-            if isinstance(model, nn.Module):
-                module, self.spec = copy.deepcopy(model), spec or get_spec(DEFAULT_MODEL)
-            else:
-                module, self.spec = load_model(model)
-            module = optimize_for_inference(module, self.device)
+            module = optimize_for_inference(copy.deepcopy(found.network), self.device)
             self.module = module.to(self.device, self.dtype, memory_format=torch.channels_last)
+            self.spec = found.spec
         default_batch = 8 if self.device.type == "cuda" else torch.get_num_threads()
         self.batch_size = max(1, int(batch_size or default_batch))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.spec.std).view(1, 3, 1, 1)
-        self._mean, self._std = mean.to(self.device), std.to(self.device)
 
     @property
     def input_size(self) -> int:
         return self.spec.input_size
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """Resize to the model's square input (aspect not kept, as the model was trained).
+        """The model's input for ``image`` by its spec's preprocessing contract.
 
         Returns:
             uint8 array (size, size, 3). Transparent photos are flattened onto white first.
         """
-        return resize_for_model(image, self.spec.input_size)
+        return self.spec.preprocess.to_array(image)
 
     @torch.inference_mode()
     def predict_small(self, inputs: np.ndarray) -> torch.Tensor:
@@ -131,7 +126,7 @@ class Predictor:
             float32 (B, 1, size, size) probabilities, min-max normalised per image as in the
             official test script.
         """
-        x = normalise_inputs(torch.from_numpy(inputs).to(self.device), self._mean, self._std)
+        x = self.spec.preprocess.normalise(torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2))
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         prob = torch.cat([
             self.module(x[start : start + self.batch_size], fused_only=True).float()
@@ -173,45 +168,7 @@ class Predictor:
             return self._pool
 
 
-def resize_for_model(image: Image.Image, size: int) -> np.ndarray:
-    """uint8 (size, size, 3) RGB; transparent photos flattened onto white first."""
-    rgb = flatten(image) if image.mode != "RGB" else image
-    return np.array(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-
-
-def normalise_inputs(inputs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, S, S, 3) -> the network's float32 (B, 3, S, S) input.
-
-    Official scaling: divide by the image's own maximum, then per-channel ``(x - mean) / std``
-    (``mean``/``std`` shaped (1, 3, 1, 1)). ONNX exports record this in their metadata.
-    """
-    x = inputs.permute(0, 3, 1, 2).float()
-    x = x / x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (x - mean) / std
-
-
 def upsample(prob: torch.Tensor, height: int, width: int) -> np.ndarray:
     """Bilinear upsampling of a (1, h, w) map to (height, width): smooth edges, never blocky."""
     full = F.interpolate(prob[None].float(), size=(height, width), mode="bilinear", align_corners=False)
     return full[0, 0].clamp_(0, 1).cpu().numpy()
-
-
-def _is_clearbg_onnx(model: object) -> bool:
-    if not str(model).endswith(".onnx"):
-        return False  # decided without importing ONNX
-    from clearbg.inference.onnx_engine import is_clearbg_onnx
-
-    return is_clearbg_onnx(model)
-
-
-def load_model(model: str | Path) -> tuple[nn.Module, ModelSpec]:
-    """The PyTorch model and spec for a registry name, checkpoint path or MLflow model URI."""
-    from clearbg.models.registry import is_checkpoint_path, local_model_source
-    from clearbg.models.weights import load_model_file
-
-    model = local_model_source(model)  # models:/NAME@ALIAS -> its cached checkpoint
-    if is_checkpoint_path(model):
-        module, arch = load_model_file(Path(model))
-        return module, get_spec(arch)
-    spec = get_spec(str(model))
-    return create_model(spec.name), spec

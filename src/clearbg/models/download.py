@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from clearbg.errors import WeightsIntegrityError, WeightsNotFound
-from clearbg.models.registry import ModelSpec
+from clearbg.models.specs import ModelSpec
 
 
 def cache_dir() -> Path:

@@ -60,7 +60,7 @@ def state_dict_from_onnx(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     import onnx
     from onnx import numpy_helper
 
-    from clearbg.models.registry import get_spec
+    from clearbg.models.specs import get_spec
 
     graph = onnx.load(str(path)).graph
     initializers = {init.name: init for init in graph.initializer}

@@ -119,7 +119,7 @@ def match_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "ch
         >>> match_architecture(create_model("u2netp", pretrained=False).state_dict())  # doctest: +SKIP
         'u2netp'
     """
-    from clearbg.models.registry import get_spec, list_models
+    from clearbg.models.specs import get_spec, list_models
 
     report = []
     for arch in sorted({name.split(".")[0] for name in list_models()}):
@@ -144,7 +144,7 @@ def load_model_file(path: Path) -> tuple[nn.Module, str]:
     Example:
         >>> model, arch = load_model_file(Path("runs/exp1/checkpoints/best.pt"))  # doctest: +SKIP
     """
-    from clearbg.models.registry import get_spec
+    from clearbg.models.specs import get_spec
 
     if not Path(path).is_file():
         raise UnknownModel(f"checkpoint not found: {path}")

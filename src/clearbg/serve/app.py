@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException
 
 from clearbg import imageio
 from clearbg.errors import ClearbgError, ImageError, ImageTooLarge
-from clearbg.models.registry import DEFAULT_MODEL
+from clearbg.models.specs import DEFAULT_MODEL
 from clearbg.serve.batching import MicroBatcher
 from clearbg.inference.confidence import confidence
 from clearbg.serve.docs import mount_docs

@@ -1,7 +1,7 @@
 """Training: one typed config, one loop, exact resume, DDP, tracking.
 
 ``clearbg.train.config`` (TrainConfig, load_config), ``clearbg.train.loop`` (train ->
-TrainResult), ``clearbg.train.checkpoint``, ``clearbg.train.losses``; ``distributed``,
+TrainResult), ``clearbg.train.checkpoint``, ``clearbg.train.losses``; ``process_group``, ``spark_launcher``, ``schedule``, ``samplers``, ``model_init``,
 ``tracking``, ``batch_size`` and ``tune`` around them. Submodules are imported on use, so
 ``import clearbg.train`` stays cheap (``python -m clearbg.train`` is the torchrun entry).
 
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from clearbg.train.config import LossConfig, TrainConfig, load_config
-    from clearbg.train.distributed import run_on_spark
+    from clearbg.train.spark_launcher import run_on_spark
     from clearbg.train.loop import TrainResult, train
 
 __all__ = ["LossConfig", "TrainConfig", "TrainResult", "load_config", "run_on_spark", "train"]
 
 _WHERE = {"LossConfig": "config", "TrainConfig": "config", "load_config": "config", "TrainResult": "loop", "train": "loop",
-          "run_on_spark": "distributed"}
+          "run_on_spark": "spark_launcher"}
 
 
 def __getattr__(name: str) -> Any:

@@ -67,7 +67,7 @@ def result_to_dict(result: Any) -> dict[str, Any]:
 @record  # torchrun collects the traceback of a failed worker into its error report
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one training process; returns the exit code (0 ok, 2 for a clearbg error)."""
-    from clearbg.train.distributed import cleanup, is_main
+    from clearbg.train.process_group import cleanup, is_main
 
     args = parse_args(argv)
     try:

@@ -56,7 +56,12 @@ import torch
 from torch import nn
 
 from clearbg.errors import ClearbgError
+from clearbg.data.dataset import PairDataset
+from clearbg.data.manifest import DatasetError
 from clearbg.evaluate.metrics import confusion_counts, counts_by_group, iou_from_counts, summarize_counts
+from clearbg.models.specs import get_spec
+from clearbg.storage import is_remote
+from clearbg.train.batch_size import find_batch_size
 from clearbg.train.checkpoint import (
     capture_rng_state,
     checkpoint_paths,
@@ -66,14 +71,17 @@ from clearbg.train.checkpoint import (
 )
 from clearbg.train.config import TrainConfig
 from clearbg.train.losses import DeepSupervisionLoss
+from clearbg.train.model_init import calibrate_folded_batchnorm, init_model
+from clearbg.train.process_group import DistEnv, all_reduce_sum, barrier, broadcast_buffers, setup_distributed
+from clearbg.train.samplers import ShardSampler, StridedSampler
+from clearbg.train.schedule import LRSchedule
 
 if TYPE_CHECKING:
-    from clearbg.data.dataset import PairDataset
-    from clearbg.models.registry import ModelSpec
-    from clearbg.train.distributed import DistEnv
+    from clearbg.models.preprocess import Preprocess
+    from clearbg.models.specs import ModelSpec
     from clearbg.train.tracking import Tracker
 
-__all__ = ["LRSchedule", "TrainResult", "build_model", "resolve_precision", "run_dir_for", "train", "validate"]
+__all__ = ["TrainResult", "resolve_precision", "run_dir_for", "train", "validate"]
 
 log = logging.getLogger("clearbg.train")
 
@@ -138,7 +146,6 @@ def run_dir_for(config: TrainConfig) -> Path:
         >>> run_dir_for(TrainConfig(data="data/fashion-320/", out="runs"))
         PosixPath('runs/u2netp-fashion-320')
     """
-    from clearbg.storage import is_remote
 
     if is_remote(str(config.out)):
         raise ClearbgError(f"out={config.out!r}: runs are written to a local folder; copy them to object storage afterwards")
@@ -146,216 +153,8 @@ def run_dir_for(config: TrainConfig) -> Path:
     return Path(config.out) / name
 
 
-class LRSchedule:
-    """Learning rate per step: linear warm-up from ``lr/100``, then cosine to ``lr/100``,
-    reduce-on-plateau (halve after ``patience`` validations without a better IoU), or constant.
-
-    The warm-up is capped at a tenth of the run so short runs still reach the peak rate.
-    Call ``step()`` after every optimizer step and ``observe(val_iou)`` after each validation.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, lr: float, warmup_steps: int,
-                 total_steps: int, patience: int = 2, factor: float = 0.5):
-        self.optimizer, self.kind, self.lr = optimizer, kind, float(lr)
-        self.total = max(1, int(total_steps))
-        self.warmup = min(int(warmup_steps), self.total // 10)
-        self.patience, self.factor = patience, factor
-        self.steps = 0
-        self.scale = 1.0  # plateau reductions so far
-        self.best: float | None = None
-        self.bad = 0
-        self._apply()
-
-    def lr_at(self, step: int) -> float:
-        floor = self.lr / 100
-        if step < self.warmup:
-            return floor + (self.lr - floor) * step / self.warmup
-        if self.kind == "cosine":
-            t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-            return floor + (self.lr - floor) * 0.5 * (1 + math.cos(math.pi * t))
-        return self.lr * self.scale
-
-    def step(self) -> None:
-        self.steps += 1
-        self._apply()
-
-    def observe(self, metric: float) -> None:
-        if self.kind != "plateau":
-            return
-        if self.best is None or metric > self.best + 1e-4:
-            self.best, self.bad = metric, 0
-        else:
-            self.bad += 1
-            if self.bad >= self.patience:
-                self.scale *= self.factor
-                self.bad = 0
-        self._apply()
-
-    @property
-    def current(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
-
-    def _apply(self) -> None:
-        lr = self.lr_at(self.steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "scale": self.scale, "best": self.best, "bad": self.bad}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.steps, self.scale, self.best, self.bad = state["steps"], state["scale"], state["best"], state["bad"]
-        self._apply()
-
-
-def _is_identity_bn(bn: nn.BatchNorm2d) -> bool:
-    return (
-        bn.running_mean is not None
-        and bool(torch.all(bn.running_mean == 0))
-        and bool(torch.allclose(bn.running_var, torch.full_like(bn.running_var, 1 - bn.eps)))
-        and bool(torch.all(bn.weight == 1))
-        and bool(torch.all(bn.bias == 0))
-    )
-
-
-@torch.no_grad()
-def calibrate_folded_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> int:
-    """Give identity BatchNorm layers (folded official weights) the statistics of their input.
-
-    Sets ``running_mean = mean``, ``running_var = var``, ``weight = sqrt(var + eps)``,
-    ``bias = mean`` per channel, measured on ``batches`` (normalised model inputs) in eval mode.
-    Eval outputs stay the same; train-mode outputs on similar data start close to them.
-
-    Returns:
-        How many BatchNorm layers were calibrated.
-    """
-    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and _is_identity_bn(m)]
-    if not layers or not batches:
-        return 0
-    sums: dict[nn.Module, list] = {m: [0.0, 0.0, 0] for m in layers}
-
-    def hook(module, inputs):
-        x = inputs[0].float()
-        acc = sums[module]
-        acc[0] = acc[0] + x.sum((0, 2, 3)).double()
-        acc[1] = acc[1] + (x * x).sum((0, 2, 3)).double()
-        acc[2] += x.numel() // x.shape[1]
-
-    handles = [m.register_forward_pre_hook(hook) for m in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        for x in batches:
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    for m in layers:
-        total, squares, n = sums[m]
-        mean = total / n
-        var = (squares / n - mean * mean).clamp_min(0)
-        m.running_mean.copy_(mean)
-        m.running_var.copy_(var)
-        m.weight.copy_(torch.sqrt(var + m.eps))
-        m.bias.copy_(mean)
-    return len(layers)
-
-
-def build_model(config: TrainConfig, spec: ModelSpec) -> nn.Module:
-    """The model to train, initialised per ``config.init`` (on CPU, fp32).
-
-    ``official``: the registry's released weights; ``scratch``: the architecture's own random
-    init under ``config.seed``; a ``.pth``/``.pt`` path: weights from that file (an official
-    checkpoint or a clearbg ``best.pt``/``latest.pt``); another registry name: its weights.
-
-    Raises:
-        ClearbgError: no released weights for ``official``, weights not downloaded, or a
-            checkpoint that does not fit the architecture.
-    """
-    from clearbg.models.registry import get_spec, is_checkpoint_path
-    from clearbg.models.weights import load_state_dict_file, load_state_dict_strict
-
-    torch.manual_seed(config.seed)
-    model = spec.builder()
-    init = config.init
-    if init == "scratch":
-        return model
-    if init == "official":
-        if spec.weights is None:
-            raise ClearbgError(f"--init official: {spec.name} has no released weights; use --init scratch")
-        source = spec
-    elif is_checkpoint_path(init):
-        load_state_dict_strict(model, load_state_dict_file(Path(init)), str(init))
-        return model
-    else:
-        source = get_spec(init)
-        if source.arch != spec.arch:
-            raise ClearbgError(f"--init {init}: a {source.arch} model cannot initialise {spec.name}")
-    from clearbg.models.download import cached_weights
-
-    path = cached_weights(source)
-    load_state_dict_strict(model, load_state_dict_file(path), str(path))
-    return model
-
-
-def _normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    # Exactly the Predictor's preprocessing: each photo divided by its own maximum, then mean/std.
-    images = images / images.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (images - mean) / std
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-class _Shard(torch.utils.data.Sampler[int]):
-    """This rank's part of a base order, from position ``skip`` on (exact mid-epoch resume).
-
-    The base order is a seeded permutation (or a balanced draw) of the whole split for the
-    epoch; rank r takes every world_size-th index starting at r, padded by wrapping so all
-    ranks run the same number of steps (as DistributedSampler does).
-    """
-
-    def __init__(self, n: int, seed: int, rank: int, world: int, weights: np.ndarray | None = None):
-        self.n, self.seed, self.rank, self.world, self.weights = n, seed, rank, world, weights
-        self.epoch, self.skip = 0, 0
-        self.per_rank = math.ceil(n / world)
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = int(epoch), int(skip)
-
-    def order(self) -> list[int]:
-        if self.weights is not None:
-            from clearbg.data.balance import BalancedSampler
-
-            sampler = BalancedSampler(self.weights, num_samples=self.n, seed=self.seed)
-            sampler.set_epoch(self.epoch)
-            full = list(sampler)
-        else:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            full = torch.randperm(self.n, generator=g).tolist()
-        full += full[: self.per_rank * self.world - len(full)]
-        return full[self.rank :: self.world]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.skip :])
-
-    def __len__(self) -> int:
-        return self.per_rank - self.skip
-
-
-class _Strided(torch.utils.data.Sampler[int]):
-    """Validation: rank r takes indices r, r + world, ... with no padding (no double counting)."""
-
-    def __init__(self, n: int, rank: int, world: int):
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 def _cluster_labels(frame) -> tuple[str | None, list[Any]]:
@@ -373,8 +172,7 @@ def validate(
     model: nn.Module,
     loader: torch.utils.data.DataLoader,
     device: torch.device,
-    mean: torch.Tensor,
-    std: torch.Tensor,
+    preprocess: Preprocess,
     *,
     groups: list[int] | None = None,
     group_names: Sequence[str] = (),
@@ -393,8 +191,6 @@ def validate(
         (metrics with keys ``iou``, ``dice``, ``iou_image_mean``, ``iou/<group>``, ...,
         a few (photo, truth, prediction) arrays of the first batch for a preview grid).
     """
-    from clearbg.train.distributed import all_reduce_sum
-
     model.eval()
     n_groups = max(1, len(group_names))
     pooled = torch.zeros(4, dtype=torch.int64)
@@ -403,7 +199,7 @@ def validate(
     preview: dict[str, np.ndarray] = {}
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
-        x = _normalise(images, mean, std)
+        x = preprocess.normalise(images)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -488,8 +284,6 @@ def train(
     Example:
         >>> result = train(load_config(overrides=["data=prepared/", "epochs=2", "init=scratch"]))  # doctest: +SKIP
     """
-    from clearbg.train.distributed import setup_distributed
-
     env = setup_distributed(config.device)
     run = _Run(config, env, progress)
     if tracker is None:
@@ -514,7 +308,6 @@ class _Run:
     everything a caller needs goes through ``train`` and ``TrainResult``."""
 
     def __init__(self, config: TrainConfig, env: DistEnv, progress: bool | None):
-        from clearbg.models.registry import get_spec
 
         self.config, self.env = config, env
         self.device = env.device
@@ -524,16 +317,13 @@ class _Run:
         self.latest_path, self.best_path = checkpoint_paths(self.run_dir)
         self.spec = get_spec(config.model)
         self.show = env.is_main and (sys.stderr.isatty() if progress is None else progress)
-        self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+        self.preprocess = self.spec.preprocess
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
 
     # ----------------------------------------------------------------- set-up
 
     def _datasets(self) -> None:
-        from clearbg.data.dataset import PairDataset
-        from clearbg.data.manifest import DatasetError
 
         c = self.config
         self.train_ds = PairDataset(c.data, split="train", size=c.size, augment=c.augment, seed=c.seed)
@@ -551,7 +341,7 @@ class _Run:
             if column is None:
                 raise ClearbgError(f"balance is set but the manifest of {c.data} has no cluster column; run `clearbg cluster {c.data}`")
             weights = cluster_weights(labels, c.balance)
-        self.train_sampler = _Shard(len(self.train_ds), c.seed, self.env.rank, self.env.world_size, weights)
+        self.train_sampler = ShardSampler(len(self.train_ds), c.seed, self.env.rank, self.env.world_size, weights)
         self.groups, self.group_names = None, []
         if self.val_ds is not None:
             column, labels = _cluster_labels(self.val_ds.frame)
@@ -572,14 +362,13 @@ class _Run:
         )
 
     def _calibration_batches(self, batch_size: int) -> list[torch.Tensor]:
-        from clearbg.data.dataset import PairDataset
 
         plain = PairDataset(self.config.data, split="train", size=self.config.size, augment=None, seed=self.config.seed)
         n = min(len(plain), CALIBRATION_IMAGES)
         batches = []
         for start in range(0, n, batch_size):
             images = torch.stack([plain[i]["image"] for i in range(start, min(n, start + batch_size))])
-            batches.append(_normalise(images.to(self.device), self.mean, self.std))
+            batches.append(self.preprocess.normalise(images.to(self.device)))
         return batches
 
     def _resume_source(self) -> Path | None:
@@ -593,7 +382,6 @@ class _Run:
     def _resolve_batch_size(self, model: nn.Module, loss_fn: DeepSupervisionLoss) -> int:
         if self.config.batch_size != "auto":
             return int(self.config.batch_size)
-        from clearbg.train.batch_size import find_batch_size
 
         def step_fn(m, images, masks):
             return loss_fn(m(images, logits=True), masks)[0]
@@ -613,8 +401,6 @@ class _Run:
     # ----------------------------------------------------------------- the loop
 
     def execute(self, tracker: Tracker, on_epoch_end) -> TrainResult:
-        from clearbg.train.distributed import all_reduce_sum, barrier, broadcast_buffers
-
         c, env = self.config, self.env
         random.seed(c.seed)
         np.random.seed(c.seed)
@@ -623,7 +409,7 @@ class _Run:
         source = self._resume_source()
         checkpoint = load_checkpoint(source) if source is not None else None
         pos = _Position()
-        model = self.spec.builder() if checkpoint is not None else build_model(c, self.spec)
+        model = self.spec.builder() if checkpoint is not None else init_model(c, self.spec)
         model.to(self.device)
         if checkpoint is not None:
             _check_resume_config(checkpoint.get("config", {}), c, source, env.is_main)
@@ -685,7 +471,7 @@ class _Run:
             for batch in loader:
                 images = batch["image"].to(self.device, non_blocking=True)
                 masks = batch["mask"].to(self.device, non_blocking=True)
-                x = _normalise(images, self.mean, self.std)
+                x = self.preprocess.normalise(images)
                 if c.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
@@ -768,10 +554,10 @@ class _Run:
     # ----------------------------------------------------------------- helpers
 
     def _validate(self, model: nn.Module) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        sampler = _Strided(len(self.val_ds), self.env.rank, self.env.world_size)
+        sampler = StridedSampler(len(self.val_ds), self.env.rank, self.env.world_size)
         bs = self._val_batch_size()
         loader = self._loader(self.val_ds, sampler, bs, self.config.seed)
-        metrics, preview = validate(model, loader, self.device, self.mean, self.std, groups=self.groups,
+        metrics, preview = validate(model, loader, self.device, self.preprocess, groups=self.groups,
                                     group_names=self.group_names, amp_dtype=self.amp_dtype,
                                     channels_last=self.config.channels_last)
         model.train()

@@ -2,8 +2,8 @@
 
 The training loop calls :func:`setup_distributed` itself, so the same ``clearbg.train.loop.train``
 runs unchanged in a plain Python process (world size 1, no process group), under ``torchrun``
-(which sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT) and under
-``pyspark.ml.torch.distributor.TorchDistributor`` (which launches torchrun itself). Backends:
+(which sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT) and under Spark's
+TorchDistributor (``spark_launcher``, which launches torchrun itself). Backends:
 gloo on CPU, NCCL on CUDA. Metrics are reduced as sums of counts (:func:`all_reduce_sum`), never
 as averages of per-rank averages.
 """
@@ -13,18 +13,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from clearbg.errors import ClearbgError
 
-if TYPE_CHECKING:  # the loop and config import this module; keep the import graph one-way
-    from pyspark.sql import SparkSession
-
-    from clearbg.train.config import TrainConfig
-    from clearbg.train.loop import TrainResult
 
 # gloo's default is 30 min; a peer that died mid-collective should fail the survivors well before
 # that so torchrun's elastic agent can restart the group (it also tears them down itself).
@@ -230,62 +224,3 @@ def cleanup() -> None:
 
 
 # --------------------------------------------------------------------------- Spark
-
-
-def _train_on_worker(config_dict: dict[str, Any]) -> TrainResult:
-    # Runs inside each TorchDistributor process (a torchrun worker); pickled by cloudpickle, so it
-    # must be a module-level function that imports what it needs.
-    from clearbg.train.config import TrainConfig
-    from clearbg.train.loop import train
-
-    config = TrainConfig.from_dict(config_dict)
-    try:
-        return train(config)
-    finally:
-        cleanup()
-
-
-def run_on_spark(config: TrainConfig, num_processes: int, use_gpu: bool = False,
-                 spark: SparkSession | None = None, local_mode: bool = True) -> TrainResult:
-    """Run :func:`clearbg.train.loop.train` on Spark with ``TorchDistributor``.
-
-    Each of ``num_processes`` workers rebuilds the config and calls the same training function
-    as the CLI and torchrun; they form a gloo (CPU) or NCCL (``use_gpu``) group. With
-    ``spark=None`` a local[2] SparkSession bound to 127.0.0.1 (UI off) is started and stopped.
-
-    Args:
-        config: the training config (must be picklable through ``to_dict``).
-        num_processes: number of training processes (one per GPU with ``use_gpu``).
-        use_gpu: train on CUDA with NCCL; each process gets one GPU.
-        spark: an active SparkSession to use (left running), or None for a local one.
-        local_mode: True: the processes run on the driver node (one multi-GPU machine);
-            False: as Spark barrier tasks on the executors (a cluster). On a cluster,
-            ``config.out`` and ``config.data`` must be reachable from every node (a shared
-            mount such as /dbfs, or s3:// for the data), since rank 0 writes the checkpoints.
-
-    Returns:
-        Rank 0's :class:`~clearbg.train.loop.TrainResult`.
-
-    Raises:
-        ClearbgError: ``num_processes`` < 1.
-
-    Example:
-        >>> result = run_on_spark(load_config(overrides=["data=ds", "max_steps=2"]), num_processes=2)
-    """
-    from pyspark.ml.torch.distributor import TorchDistributor
-
-    if num_processes < 1:
-        raise ClearbgError(f"num_processes must be >= 1, got {num_processes}")
-    own = spark is None
-    if own:
-        from clearbg.spark import local_spark
-
-        session = local_spark("clearbg-train")
-    else:
-        session = spark
-    try:
-        distributor = TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu)
-        return distributor.run(_train_on_worker, config.to_dict())
-    finally:
-        if own:
-            session.stop()

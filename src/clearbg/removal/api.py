@@ -16,7 +16,7 @@ from PIL import Image
 from clearbg import imageio
 from clearbg.inference.compose import Canvas, Color, OutputOptions, compose, parse_color
 from clearbg.inference.predictor import Predictor
-from clearbg.models.registry import DEFAULT_MODEL
+from clearbg.models.specs import DEFAULT_MODEL
 
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
 

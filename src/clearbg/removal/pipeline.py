@@ -21,6 +21,7 @@ from clearbg import imageio, storage
 from clearbg.errors import ClearbgError
 from clearbg.inference.compose import OutputOptions, compose
 from clearbg.inference.predictor import Predictor
+from clearbg.removal.record import PhotoResult
 from clearbg.inference.confidence import confidence
 
 FORMATS = ("png", "jpg", "webp")
@@ -215,9 +216,10 @@ def remove_stream(
 
 def photo_record(ref: storage.ImageRef, status: str, seconds: float, *, confidence: float | None = None,
                  error: str = "", output: str = "") -> dict[str, Any]:
-    """One photo's result: relpath, uri, status ok|failed, error, confidence, seconds, output."""
-    return {"relpath": ref.relpath, "uri": ref.uri, "status": status, "error": error,
-            "confidence": confidence, "seconds": round(seconds, 4), "output": output}
+    """One photo's result as a plain dict (the journal's JSON line): see :class:`PhotoResult`."""
+    if status == "ok":
+        return PhotoResult.ok(ref, seconds, confidence=confidence, output=output).to_dict()
+    return PhotoResult.failed(ref, error).to_dict()
 
 
 def _walk(inputs: Iterable[str], report: RemoveReport) -> Iterator[storage.ImageRef]:
