@@ -109,34 +109,22 @@ def test_worker_entry_turns_config_errors_into_exit_code_2(tmp_path, capsys):
     assert "epochs must be an integer" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- validation counts
-
-# A stand-in for a trained model: a pixel is "product" where it is darker than its photo's mean
-# (prepared photos are padded with white). Cheap, deterministic, and its IoU differs from photo to photo, which is all this test needs.
-_STANDIN = textwrap.dedent("""
-    class Brightness(torch.nn.Module):
-        def forward(self, x, fused_only=False, logits=False):
-            grey = x.mean(1, keepdim=True)
-            return grey.mean((2, 3), keepdim=True) - grey
-""")
+# --------------------------------------------------------------------------- validation sums
 
 _VALIDATE = textwrap.dedent("""
-    # One rank of the validation test: pooled metrics of this rank's images, before and after
-    # joining the process group. RANK / WORLD_SIZE / MASTER_* come from the test.
-    import json, sys
+    # One rank of the validation test: full-resolution metrics of this rank's share of the val
+    # photos, before and after joining the process group. RANK / WORLD_SIZE / MASTER_* come from the test.
+    import json, os, sys
     import torch
-    from clearbg.data.dataset import PairDataset
+    from clearbg.models import create_model, get_spec
     from clearbg.train.process_group import broadcast_buffers, cleanup, setup_distributed
-    from clearbg.train.loop import validate
-""") + _STANDIN + textwrap.dedent("""
-    dataset, indices = sys.argv[1], [int(i) for i in sys.argv[2].split(",")]
-    from clearbg.models.preprocess import Preprocess
-    plain = Preprocess(size=64, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    subset = torch.utils.data.Subset(PairDataset(dataset, split="val", size=64), indices)
-    loader = torch.utils.data.DataLoader(subset, batch_size=2)
-    local, _ = validate(Brightness(), loader, torch.device("cpu"), plain)  # no group yet: this rank alone
+    from clearbg.train.validation import ValidationSet, validate
+
+    val, model = ValidationSet(sys.argv[1]), create_model("u2netp")
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = validate(model, get_spec("u2netp"), val, torch.device("cpu"), rank=rank, world=world)  # no group yet
     env = setup_distributed("cpu")
-    reduced, _ = validate(Brightness(), loader, torch.device("cpu"), plain)
+    reduced = validate(model, get_spec("u2netp"), val, torch.device("cpu"), rank=env.rank, world=env.world_size)
     bn = torch.nn.BatchNorm2d(2)
     bn.running_mean += env.rank + 1  # ranks hold different running statistics ...
     broadcast_buffers(bn)  # ... until rank 0's are copied to all
@@ -152,46 +140,36 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_validation_iou_is_computed_from_counts_summed_over_ranks(dataset, tmp_path):
-    from clearbg.data.dataset import PairDataset
-    from clearbg.train.loop import validate
+def test_validation_sums_per_image_scores_over_ranks(dataset, tmp_path):
+    from clearbg.models import create_model, get_spec
+    from clearbg.train.validation import ValidationSet, validate
 
     script = tmp_path / "validate_rank.py"
     script.write_text(_VALIDATE)
     port = str(_free_port())
-    shards = ["4", "0,1,2,3,5,6,7"]  # uneven on purpose: the photo with the best IoU alone on rank 0
     procs = [
-        subprocess.Popen([sys.executable, str(script), dataset, shard], stdout=subprocess.PIPE,
+        subprocess.Popen([sys.executable, str(script), dataset], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True,
                          env=_env(RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
                                   MASTER_PORT=port, OMP_NUM_THREADS="1"))
-        for r, shard in enumerate(shards)
+        for r in range(2)
     ]
-    # Meanwhile, this process: all 8 images at once, no process group.
-    scope = {"torch": torch}
-    exec(_STANDIN, scope)
-    loader = torch.utils.data.DataLoader(PairDataset(dataset, split="val", size=64), batch_size=2)
-    from clearbg.models.preprocess import Preprocess
-
-    plain = Preprocess(size=64, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    everything, _ = validate(scope["Brightness"](), loader, torch.device("cpu"), plain)
+    # Meanwhile, this process: all 8 val photos at once, no process group.
+    everything = validate(create_model("u2netp"), get_spec("u2netp"), ValidationSet(dataset), torch.device("cpu"))
 
     results = []
     for proc in procs:
-        out, _ = proc.communicate(timeout=120)
+        out, _ = proc.communicate(timeout=300)
         _check(proc, out)
         results.append(json.loads(out.strip().splitlines()[-1]))
-    assert 0.05 < everything["iou"] < 0.95  # a partial overlap, so the reductions can differ
+    assert everything["images"] == 8 and 0.5 < everything["iou"] < 1
     assert [r["world"] for r in results] == [2, 2]
     assert [r["running_mean"] for r in results] == [[1.0, 1.0], [1.0, 1.0]]
+    assert [r["local"]["images"] for r in results] == [4, 4]  # each rank scored its own share ...
     for r in results:
-        for key in ("iou", "dice", "iou_image_mean"):
-            assert r["reduced"][key] == pytest.approx(everything[key], abs=1e-6), (key, r)
-    # ... and that is not what averaging the ranks' own results would give.
-    mean_of_means = sum(r["local"]["iou"] for r in results) / 2
-    assert abs(mean_of_means - everything["iou"]) > 0.03, (mean_of_means, everything["iou"])
-    per_image_mean_of_means = sum(r["local"]["iou_image_mean"] for r in results) / 2
-    assert abs(per_image_mean_of_means - everything["iou_image_mean"]) > 0.03
+        for key in ("iou", "dice", "boundary_f", "share_iou_95", "images"):
+            assert r["reduced"][key] == pytest.approx(everything[key], abs=1e-6), (key, r)  # ... and all agree
+    assert results[0]["local"]["iou"] != pytest.approx(results[1]["local"]["iou"], abs=1e-4)
 
 
 # --------------------------------------------------------------------------- DDP == one process

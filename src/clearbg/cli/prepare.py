@@ -14,8 +14,8 @@ from clearbg.errors import ClearbgError
               help="Training size, 320 or WxH; repeat for several.")
 @click.option("--layout", type=click.Choice(["auto", "folders", "carvana", "csv"]), default="auto", show_default=True,
               help="folders: images/ + masks/; carvana: NAME.jpg + NAME_mask.gif; csv: image,mask columns.")
-@click.option("--resize", "resize_mode", type=click.Choice(["pad", "stretch"]), default="pad", show_default=True,
-              help="pad keeps the aspect ratio; stretch fills the size.")
+@click.option("--resize", "resize_mode", type=click.Choice(["stretch", "pad"]), default="stretch", show_default=True,
+              help="stretch fills the size, as the models see photos in use (train on what you infer on); pad keeps the aspect ratio.")
 @click.option("--pad-color", default="#ffffff", show_default=True, help="Photo padding colour.")
 @click.option("--soft-masks", is_flag=True, help="Keep grey mask values when resizing (default: binary 0/255).")
 @click.option("--mask-threshold", type=int, default=128, show_default=True, help="Anti-aliased masks: foreground >= this.")
@@ -23,7 +23,9 @@ from clearbg.errors import ClearbgError
               help="Multi-label masks: foreground = any label, or drop the pair.")
 @click.option("--mismatch", type=click.Choice(["edges", "off"]), default="edges", show_default=True,
               help="Detect masks that belong to another photo.")
-@click.option("--split", default="0.8,0.1,0.1", show_default=True, help="train,val,test shares when the source has no split.")
+@click.option("--split", default=None,
+              help="train,val,test shares, e.g. 0.8,0.1,0.1 (the default when the source has no split column). "
+                   "Given, it overrides the source's own split column.")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
 @click.option("--restart", is_flag=True, help="Forget an interrupted run in --out instead of resuming it.")
 def prepare_command(source, out, sizes, layout, resize_mode, pad_color, soft_masks, mask_threshold, multilabel,
@@ -46,7 +48,7 @@ def prepare_command(source, out, sizes, layout, resize_mode, pad_color, soft_mas
     from clearbg.inference.compose import parse_color
 
     try:
-        shares = tuple(float(x) for x in split.split(","))
+        shares = tuple(float(x) for x in (split or "0.8,0.1,0.1").split(","))
         if len(shares) != 3 or min(shares) < 0 or abs(sum(shares) - 1) > 1e-6:
             raise ValueError(f"--split needs three shares that add up to 1, got {split!r}")
         config = PrepareConfig(
@@ -56,6 +58,7 @@ def prepare_command(source, out, sizes, layout, resize_mode, pad_color, soft_mas
             pad_color=tuple(parse_color(pad_color)[:3]),
             soft_masks=soft_masks,
             split=shares,
+            resplit=split is not None,
             clean=CleanOptions(mask_threshold=mask_threshold, multilabel=multilabel, mismatch=mismatch),
         )
         report = prepare_dataset(source, out, config, workers=workers, restart=restart)

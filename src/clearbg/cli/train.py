@@ -24,7 +24,7 @@ _FLAGS = ("data", "out", "run_name", "model", "init", "epochs", "max_steps", "ba
 @click.option("--init", help="official (default) | scratch | a .pth/.pt checkpoint | another registry name.")
 @click.option("--epochs", type=int, help="Passes over the train split (default 10).")
 @click.option("--batch-size", help="Images per step and process, or 'auto' (largest that fits; default 8).")
-@click.option("--lr", type=float, help="Peak learning rate (default 1e-3).")
+@click.option("--lr", type=float, help="Peak learning rate (default: 1e-4 from pretrained weights, 1e-3 from scratch).")
 @click.option("--size", type=int, help="Training resolution (default 320).")
 @click.option("--max-steps", type=int, help="Stop after this many steps in total.")
 @click.option("--out", help="Folder for runs (default runs/).")

@@ -119,7 +119,9 @@ class PairDataset(torch.utils.data.Dataset):
             frame = frame[frame["split"] == split]
             if frame.empty:
                 raise DatasetError(
-                    f"no pairs in {self.dataset} for split {split!r} (splits present: {', '.join(present) or 'none'})"
+                    f"no pairs in {self.dataset} for split {split!r} (splits present: {', '.join(present) or 'none'}); "
+                    "the split comes from the source's split column when it has one: to split the pairs "
+                    f"yourself, prepare again with `clearbg prepare SOURCE --out {self.dataset} --split 0.8,0.1,0.1 --restart`"
                 )
         if frame.empty:
             raise DatasetError(f"the manifest of {self.dataset} has no rows")

@@ -55,10 +55,11 @@ class PrepareConfig:
 
     sizes: list[tuple[int, int]] = field(default_factory=lambda: [(320, 320)])  # (width, height) each
     layout: str = "auto"                   # source layout: auto, folders, carvana, csv
-    resize: ResizeMode = "pad"             # pad: keep aspect, centre; stretch: fill the size
+    resize: ResizeMode = "stretch"         # stretch: fill the size, as the models see photos; pad: keep aspect, centre
     pad_color: tuple[int, int, int] = (255, 255, 255)  # photo padding (the mask pads with background)
     soft_masks: bool = False               # keep grey mask values (anti-aliased edges) when resizing
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test, when the source has no split
+    resplit: bool = False                  # ignore the source's split column: split every pair by ``split``
     clean: CleanOptions = field(default_factory=CleanOptions)
 
     def to_json(self) -> dict[str, Any]:
@@ -390,7 +391,8 @@ def _finish(records: dict[str, dict[str, Any]], config: PrepareConfig) -> tuple[
     kept["mask"] = "masks/" + kept["id"] + ".png"
     given = kept["x_split"] if "x_split" in kept else pd.Series(None, index=kept.index, dtype=object)
     kept["split"] = [
-        g if g in SPLITS else split_for(i, config.split) for g, i in zip(given, kept["id"], strict=True)
+        g if g in SPLITS and not config.resplit else split_for(i, config.split)
+        for g, i in zip(given, kept["id"], strict=True)
     ]
     stats = [c for c in ("notes", "sha256", "phash", "edge_score") if c in kept]
     extras = {c: c[2:] for c in kept.columns if c.startswith("x_") and c[2:] not in _OWN_COLUMNS + tuple(stats)}

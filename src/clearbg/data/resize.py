@@ -7,9 +7,12 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from clearbg.models.preprocess import Preprocess
+
 __all__ = ["RESIZE_MODES", "parse_size", "resize_pair"]
 
 RESIZE_MODES = ("pad", "stretch")
+PHOTO_INTERPOLATION = "bilinear"  # the models' (Preprocess); Pillow's bilinear antialiases when shrinking
 ResizeMode = Literal["pad", "stretch"]
 
 
@@ -34,7 +37,7 @@ def resize_pair(
     mask: np.ndarray,
     size: tuple[int, int],
     *,
-    mode: ResizeMode = "pad",
+    mode: ResizeMode = "stretch",
     pad_color: tuple[int, int, int] = (255, 255, 255),
     soft: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +73,9 @@ def resize_pair(
         box = (left, top, left + new_w, top + new_h)
     inner = (box[2] - box[0], box[3] - box[1])
 
-    photo_img = Image.fromarray(photo, "RGB").resize(inner, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # The photo is resized exactly as the predictor resizes it (the models' preprocessing), so a
+    # model trained on these pairs sees at training what it sees in use.
+    photo_img = Preprocess(interpolation=PHOTO_INTERPOLATION).resize_image(Image.fromarray(photo, "RGB"), inner)
     mask_img = Image.fromarray(mask, "L").resize(inner, Image.Resampling.BILINEAR)
     if inner != (width, height):
         canvas = Image.new("RGB", (width, height), pad_color)

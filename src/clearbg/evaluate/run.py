@@ -258,16 +258,70 @@ def evaluate_model(
         >>> ev = evaluate_model("u2netp", "data/fashion-320:test", settings=EvalSettings(limit=8))  # doctest: +SKIP
         >>> ev.per_image[["id", "group", "iou", "boundary_f"]].head(2)  # doctest: +SKIP
     """
-    from tqdm import tqdm
-
     settings = settings or EvalSettings()
-    threshold, boundary_tolerance, limit = settings.threshold, settings.boundary_tolerance, settings.limit
     dataset, split = parse_data_arg(data, default_split=split)
-    rows = _split_rows(dataset, split, limit)
-    options = _clean_options(dataset)
+    rows = split_rows(dataset, split, settings.limit)
     predictor, display = _predictor(model, name, settings)
     started = time.monotonic()
     show = sys.stderr.isatty() if progress is None else progress
+    records, thumbnails, failed = score_photos(predictor, rows, clean_options(dataset), settings,
+                                               progress=show, label=f"evaluate {display}",
+                                               keep_thumbnails=keep_thumbnails)
+    if not records:
+        first = next(iter(failed.items()))
+        raise ClearbgError(
+            f"none of the {len(failed)} images of {dataset}:{split} could be scored; e.g. {first[0]}: {first[1]}"
+        )
+    seconds = time.monotonic() - started
+    per_image = pd.DataFrame.from_records(records, columns=[*_INFO_COLUMNS, *METRIC_KEYS])
+    per_image = per_image.sort_values("id", kind="stable").reset_index(drop=True)
+    record = {
+        "dataset": dataset,
+        "split": split,
+        "threshold": settings.threshold,
+        "boundary_tolerance": settings.boundary_tolerance,
+        "precision": predictor.precision,
+        "device": str(predictor.device),
+        "spec": predictor.spec.name,
+        "input_size": predictor.input_size,
+        "mask_options": asdict(clean_options(dataset)),  # how truth masks were binarised
+        "limit": settings.limit,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(len(records) / seconds, 3) if seconds else None,
+        "clearbg_version": package_version(),
+    }
+    return Evaluation(
+        model=display,
+        data=f"{dataset}:{split}",
+        per_image=per_image,
+        thumbnails=_keep_lowest(thumbnails, records, keep_thumbnails),
+        settings=record,
+        failed=failed,
+    )
+
+
+def score_photos(predictor: Any, rows: pd.DataFrame, options: Any, settings: EvalSettings, *,
+                 progress: bool = False, label: str = "evaluate", keep_thumbnails: int = 1000,
+                 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, str]]:
+    """Predict each row's photo at full resolution and score it against its original mask.
+
+    The scoring both ``evaluate_model`` and training's validation run, so the two report the
+    same numbers for the same model and photos.
+
+    Args:
+        predictor: a ``Predictor``.
+        rows: ``id``, ``group``, ``image``, ``mask`` (from :func:`split_rows`).
+        options: how truth masks are binarised (:func:`clean_options`).
+        settings: threshold and boundary tolerance.
+        progress, label: a tqdm bar and its label.
+        keep_thumbnails: keep prediction thumbnails of at most this many lowest-IoU images.
+
+    Returns:
+        (one metrics record per scored photo, id -> thumbnail, id -> why it could not be scored).
+    """
+    from tqdm import tqdm
+
+    threshold, boundary_tolerance = settings.threshold, settings.boundary_tolerance
     records: list[dict[str, Any]] = []
     thumbnails: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
@@ -296,7 +350,7 @@ def evaluate_model(
         }
         return record, np.asarray(thumb)
 
-    with tqdm(total=len(items), desc=f"evaluate {display}", unit="img", disable=not show) as bar:
+    with tqdm(total=len(items), desc=label, unit="img", disable=not progress) as bar:
         for start in range(0, len(items), chunk):
             loaded = predictor.map(load, items[start : start + chunk])
             good = [item for item in loaded if not item[3]]
@@ -310,37 +364,7 @@ def evaluate_model(
             if len(thumbnails) > 2 * keep_thumbnails:
                 thumbnails = _keep_lowest(thumbnails, records, keep_thumbnails)
             bar.update(len(loaded))
-    if not records:
-        first = next(iter(failed.items()))
-        raise ClearbgError(
-            f"none of the {len(failed)} images of {dataset}:{split} could be scored; e.g. {first[0]}: {first[1]}"
-        )
-    seconds = time.monotonic() - started
-    per_image = pd.DataFrame.from_records(records, columns=[*_INFO_COLUMNS, *METRIC_KEYS])
-    per_image = per_image.sort_values("id", kind="stable").reset_index(drop=True)
-    settings = {
-        "dataset": dataset,
-        "split": split,
-        "threshold": threshold,
-        "boundary_tolerance": boundary_tolerance,
-        "precision": predictor.precision,
-        "device": str(predictor.device),
-        "spec": predictor.spec.name,
-        "input_size": predictor.input_size,
-        "mask_options": asdict(options),  # how truth masks were binarised
-        "limit": limit,
-        "seconds": round(seconds, 2),
-        "images_per_s": round(len(records) / seconds, 3) if seconds else None,
-        "clearbg_version": package_version(),
-    }
-    return Evaluation(
-        model=display,
-        data=f"{dataset}:{split}",
-        per_image=per_image,
-        thumbnails=_keep_lowest(thumbnails, records, keep_thumbnails),
-        settings=settings,
-        failed=failed,
-    )
+    return records, _keep_lowest(thumbnails, records, keep_thumbnails), failed
 
 
 def _keep_lowest(thumbnails: dict[str, np.ndarray], records: list[dict[str, Any]], keep: int) -> dict[str, np.ndarray]:
@@ -354,7 +378,7 @@ def _keep_lowest(thumbnails: dict[str, np.ndarray], records: list[dict[str, Any]
 # --------------------------------------------------------------------------- data
 
 
-def _split_rows(dataset: str, split: str, limit: int | None) -> pd.DataFrame:
+def split_rows(dataset: str, split: str, limit: int | None) -> pd.DataFrame:
     """id, group, image, mask (source URIs resolved) of the split's rows, sorted by id."""
     manifest = read_manifest(dataset)
     missing = [c for c in ("src_image", "src_mask") if c not in manifest]
@@ -417,7 +441,7 @@ def _resolve(uri: Any, dataset: str) -> str:
     return beside if storage.exists(beside) else uri
 
 
-def _clean_options(dataset: str):
+def clean_options(dataset: str):
     """The mask options the dataset was prepared with (threshold, multi-label rule)."""
     from clearbg.data.clean import CleanOptions
 

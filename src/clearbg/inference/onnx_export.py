@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -38,7 +37,14 @@ from PIL import Image
 from torch import nn
 
 from clearbg.models.hub import resolve
-from clearbg.models.onnx_metadata import INPUT_NAME, OUTPUT_NAME, ExportError, OnnxMetadata, read_metadata, set_metadata
+from clearbg.models.onnx_metadata import (  # noqa: F401 (read_metadata: part of this module's API)
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportError,
+    OnnxMetadata,
+    read_metadata,
+    set_metadata,
+)
 from clearbg.models.specs import ModelSpec
 
 VARIANTS = ("fp32", "fp16", "int8")

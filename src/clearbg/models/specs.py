@@ -7,7 +7,6 @@ tag. CLI choices, API enums and tests are all built from this table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from torch import nn

@@ -46,7 +46,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,7 +58,6 @@ from torch import nn
 from clearbg.errors import ClearbgError
 from clearbg.data.dataset import PairDataset
 from clearbg.data.manifest import DatasetError
-from clearbg.evaluate.metrics import confusion_counts, counts_by_group, iou_from_counts, summarize_counts
 from clearbg.models.specs import get_spec
 from clearbg.storage import is_remote
 from clearbg.train.batch_size import find_batch_size
@@ -73,15 +72,14 @@ from clearbg.train.config import TrainConfig
 from clearbg.train.losses import DeepSupervisionLoss
 from clearbg.train.model_init import calibrate_folded_batchnorm, init_model
 from clearbg.train.process_group import DistEnv, all_reduce_sum, barrier, broadcast_buffers, setup_distributed
-from clearbg.train.samplers import ShardSampler, StridedSampler
+from clearbg.train.samplers import ShardSampler
 from clearbg.train.schedule import LRSchedule
+from clearbg.train.validation import ValidationSet, validate
 
 if TYPE_CHECKING:
-    from clearbg.models.preprocess import Preprocess
-    from clearbg.models.specs import ModelSpec
     from clearbg.train.tracking import Tracker
 
-__all__ = ["TrainResult", "resolve_precision", "run_dir_for", "train", "validate"]
+__all__ = ["TrainResult", "resolve_precision", "run_dir_for", "train"]
 
 log = logging.getLogger("clearbg.train")
 
@@ -98,7 +96,10 @@ class TrainResult:
         best_checkpoint: ``best.pt`` (weights of the epoch with the best val IoU), or None
             without a validation split.
         last_checkpoint: ``latest.pt`` (full state, resumable).
-        best_val_iou: the best pooled validation IoU, or None without validation.
+        best_val_iou: the best validation IoU, or None without validation: the mean per-image
+            IoU at full resolution on the original val photos, what ``clearbg evaluate`` reports.
+        start_val_iou: the validation IoU of the initial weights (step 0), when they were
+            pretrained; a run that ends below it made the model worse.
         metrics: the last epoch's metrics (``train/loss``, ``val/iou``, ``val/iou/<cluster>``, ...).
         steps: optimizer steps done in total (all epochs, across resumes).
         epochs: epochs completed.
@@ -115,9 +116,23 @@ class TrainResult:
     steps: int
     epochs: int
     images_per_second: float
+    start_val_iou: float | None = None
 
 
 # --------------------------------------------------------------------------- small pieces
+
+
+def _warn_if_worse(pos: _Position, metrics: dict[str, float], config: TrainConfig) -> None:
+    """Say loudly when fine-tuning ended below where the pretrained weights started."""
+    final = metrics.get("val/iou")
+    if pos.start_iou is None or final is None or final >= pos.start_iou:
+        return
+    best = f"; best.pt (epoch {pos.best_epoch}) is at {pos.best_iou:.4f}" if pos.best_iou is not None else ""
+    log.warning(
+        "WARNING: validation IoU ended at %.4f, BELOW the %.4f the %s weights had at step 0%s. "
+        "Fine-tuning made the model worse: lower the learning rate (lr=%g now; --set lr=3e-5), lengthen the "
+        "warm-up (--set warmup_steps=...), or train longer on more data.",
+        final, pos.start_iou, config.init, best, config.peak_lr)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -167,63 +182,6 @@ def _cluster_labels(frame) -> tuple[str | None, list[Any]]:
 # --------------------------------------------------------------------------- validation
 
 
-@torch.no_grad()
-def validate(
-    model: nn.Module,
-    loader: torch.utils.data.DataLoader,
-    device: torch.device,
-    preprocess: Preprocess,
-    *,
-    groups: list[int] | None = None,
-    group_names: Sequence[str] = (),
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Pooled IoU/Dice of the fused map (threshold 0.5) over this rank's part, all-reduced.
-
-    Args:
-        model: the plain model (not the DDP wrapper: ranks may run different batch counts).
-        loader: yields PairDataset batches (``index`` picks each image's group).
-        groups: group (cluster) number of every dataset item, or None.
-        group_names: name of each group number.
-
-    Returns:
-        (metrics with keys ``iou``, ``dice``, ``iou_image_mean``, ``iou/<group>``, ...,
-        a few (photo, truth, prediction) arrays of the first batch for a preview grid).
-    """
-    model.eval()
-    n_groups = max(1, len(group_names))
-    pooled = torch.zeros(4, dtype=torch.int64)
-    per_group = torch.zeros(n_groups, 4, dtype=torch.int64)
-    image_scores = torch.zeros(2, dtype=torch.float64)  # sum of per-image IoU, images
-    preview: dict[str, np.ndarray] = {}
-    for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
-        x = preprocess.normalise(images)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x, fused_only=True, logits=True)
-        counts = confusion_counts(logits.float(), batch["mask"].to(device), threshold=0.0).cpu()
-        pooled += counts.sum(0)
-        image_scores += torch.tensor([float(iou_from_counts(counts).sum()), len(counts)], dtype=torch.float64)
-        if groups is not None:
-            per_group += counts_by_group(counts, [groups[int(i)] for i in batch["index"]], n_groups)
-        if not preview:
-            preview = {
-                "photo": (images[:4].float().cpu().permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8),
-                "truth": (batch["mask"][:4, 0].numpy() > 0.5),
-                "pred": (logits[:4, 0].float().cpu().numpy() > 0),
-            }
-    # One collective for everything: counts are exact integers, well within float64's range.
-    flat = torch.cat([pooled.double(), per_group.flatten().double(), image_scores])
-    all_reduce_sum(flat)
-    pooled = flat[:4].round().long()
-    per_group = flat[4 : 4 + 4 * n_groups].round().long().view(n_groups, 4)
-    metrics = summarize_counts(pooled, per_group if groups is not None else None, list(group_names), flat[-2:])
-    return metrics, preview
-
-
 def _preview_grid(preview: dict[str, np.ndarray]) -> np.ndarray | None:
     """Rows of photo | truth | prediction (white = product), 4 px gaps: for MLflow/TensorBoard."""
     if not preview:
@@ -252,6 +210,7 @@ class _Position:
     images: int = 0  # images seen this epoch (this rank)
     best_iou: float | None = None
     best_epoch: int | None = None
+    start_iou: float | None = None  # val IoU of the initial (pretrained) weights, at step 0
     history: list[dict[str, float]] = field(default_factory=list)
     batch_size: int = 0  # resolved batch size (``auto`` is searched once, then kept)
 
@@ -342,13 +301,14 @@ class _Run:
                 raise ClearbgError(f"balance is set but the manifest of {c.data} has no cluster column; run `clearbg cluster {c.data}`")
             weights = cluster_weights(labels, c.balance)
         self.train_sampler = ShardSampler(len(self.train_ds), c.seed, self.env.rank, self.env.world_size, weights)
-        self.groups, self.group_names = None, []
+        self.val: ValidationSet | None = None
         if self.val_ds is not None:
-            column, labels = _cluster_labels(self.val_ds.frame)
-            if column is not None:
-                self.group_names = [str(v) for v in sorted(set(labels), key=str)]
-                index = {name: i for i, name in enumerate(self.group_names)}
-                self.groups = [index[str(v)] for v in labels]
+            try:
+                self.val = ValidationSet(c.data)
+            except DatasetError as err:
+                self.val_ds = None
+                if self.env.is_main:
+                    log.warning("cannot validate on the original val photos (%s): training without validation", err)
 
     def _loader(self, dataset, sampler, batch_size: int, generator_seed: int) -> torch.utils.data.DataLoader:
         workers = self.config.workers
@@ -433,7 +393,7 @@ class _Run:
         steps_per_epoch = math.ceil(self.train_sampler.per_rank / pos.batch_size)
         total_steps = c.epochs * steps_per_epoch if c.max_steps is None else min(c.max_steps, c.epochs * steps_per_epoch)
         optimizer = _make_optimizer(model, c, self.device)
-        schedule = LRSchedule(optimizer, c.scheduler, c.lr, c.warmup_steps, total_steps)
+        schedule = LRSchedule(optimizer, c.scheduler, c.peak_lr, c.warmup_steps, total_steps)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if checkpoint is not None:
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -451,7 +411,13 @@ class _Run:
             where = f"resuming {source} at epoch {pos.epoch + 1}, batch {pos.batch}" if source else "new run"
             log.info("%s: %s on %s (%s, batch %d x %d process(es)), %s", self.run_dir, self.spec.name,
                      self.device, self.precision, pos.batch_size, env.world_size, where)
-        tracker.start(params)
+        tracker.start(params, resuming=source is not None)
+        if source is None and self.val is not None and c.init != "scratch":
+            start, _ = self._validate(model)  # what fine-tuning has to beat
+            pos.start_iou = start["iou"]
+            tracker.log_metrics({f"val/{k}": v for k, v in start.items()}, 0)
+            if env.is_main:
+                log.info("step 0 (%s weights): val IoU %.4f", c.init, pos.start_iou)
 
         state = dict(model=model, optimizer=optimizer, schedule=schedule, scaler=scaler)
         # Throughput counts every step but the first of this invocation (one-time kernel selection
@@ -538,6 +504,7 @@ class _Run:
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, metrics)
         barrier()
+        _warn_if_worse(pos, metrics, c)
         if env.is_main and warm:  # this invocation trained: log the final model
             tracker.log_model(model)
         return TrainResult(
@@ -545,6 +512,7 @@ class _Run:
             best_checkpoint=str(self.best_path) if self.best_path.is_file() else None,
             last_checkpoint=str(self.latest_path) if self.latest_path.is_file() else None,
             best_val_iou=pos.best_iou,
+            start_val_iou=pos.start_iou,
             metrics=dict(metrics),
             steps=pos.step,
             epochs=pos.epoch,
@@ -554,17 +522,25 @@ class _Run:
     # ----------------------------------------------------------------- helpers
 
     def _validate(self, model: nn.Module) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        sampler = StridedSampler(len(self.val_ds), self.env.rank, self.env.world_size)
-        bs = self._val_batch_size()
-        loader = self._loader(self.val_ds, sampler, bs, self.config.seed)
-        metrics, preview = validate(model, loader, self.device, self.preprocess, groups=self.groups,
-                                    group_names=self.group_names, amp_dtype=self.amp_dtype,
-                                    channels_last=self.config.channels_last)
+        metrics = validate(model, self.spec, self.val, self.device, rank=self.env.rank, world=self.env.world_size)
         model.train()
-        return metrics, preview
+        return metrics, self._preview(model) if self.env.is_main else {}
 
-    def _val_batch_size(self) -> int:
-        return max(1, int(self.config.batch_size) if self.config.batch_size != "auto" else 8)
+    @torch.no_grad()
+    def _preview(self, model: nn.Module) -> dict[str, np.ndarray]:
+        """A few val photos at the training size: photo, truth and prediction, for a grid."""
+        batch = [self.val_ds[i] for i in range(min(4, len(self.val_ds)))]
+        images = torch.stack([b["image"] for b in batch]).to(self.device)
+        was_training = model.training
+        model.eval()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            logits = model(self.preprocess.normalise(images), fused_only=True, logits=True)
+        model.train(was_training)
+        return {
+            "photo": (images.float().cpu().permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8),
+            "truth": torch.stack([b["mask"][0] for b in batch]).numpy() > 0.5,
+            "pred": logits[:, 0].float().cpu().numpy() > 0,
+        }
 
     def _save(self, path: Path, state: dict[str, Any], pos: _Position) -> None:
         if not self.env.is_main:
@@ -628,7 +604,7 @@ def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused: one kernel for the whole update instead of a dozen ops per tensor (CPU and CUDA).
-    return torch.optim.AdamW(groups, lr=config.lr, fused=device.type in ("cpu", "cuda"))
+    return torch.optim.AdamW(groups, lr=config.peak_lr, fused=device.type in ("cpu", "cuda"))
 
 
 _RESUME_MUST_MATCH = ("model", "size", "data", "seed")

@@ -1,4 +1,4 @@
-"""Which items each rank sees: seeded shards that resume mid-epoch exactly, and validation strides."""
+"""Which training items each rank sees: seeded shards that resume mid-epoch exactly."""
 
 from __future__ import annotations
 
@@ -43,16 +43,3 @@ class ShardSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank - self.skip
-
-
-class StridedSampler(torch.utils.data.Sampler[int]):
-    """Validation: rank r takes indices r, r + world, ... with no padding (no double counting)."""
-
-    def __init__(self, n: int, rank: int, world: int):
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)

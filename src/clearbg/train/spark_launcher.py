@@ -9,15 +9,15 @@ from clearbg.errors import ClearbgError
 from clearbg.spark import local_spark
 from clearbg.train.config import TrainConfig
 from clearbg.train.loop import TrainResult, train
+from clearbg.train.process_group import cleanup
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
 def _train_on_worker(config_dict: dict[str, Any]) -> TrainResult:
-    # Runs inside each TorchDistributor process (a torchrun worker); pickled by cloudpickle, so it
-    # must be a module-level function that imports what it needs.
-
+    # Runs inside each TorchDistributor process (a torchrun worker); a module-level function, so
+    # cloudpickle sends it by reference and the worker imports this module.
     config = TrainConfig.from_dict(config_dict)
     try:
         return train(config)

@@ -111,12 +111,16 @@ class Tracker:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self, params: Mapping[str, Any] | None = None) -> None:
-        """Open the MLflow run (or continue an interrupted one) and the TensorBoard writer.
+    def start(self, params: Mapping[str, Any] | None = None, *, resuming: bool = False) -> None:
+        """Open the MLflow run (or continue this folder's run) and the TensorBoard writer.
 
         Args:
             params: the resolved config as a (nested) dict; logged flattened as MLflow params.
                 None logs ``config.to_dict()``.
+            resuming: the training loop continues this folder's checkpoint, so its MLflow run
+                continues too, whatever its status (a finished run extended with a larger
+                ``max_steps`` or ``epochs`` keeps one history). Otherwise only an interrupted
+                run (RUNNING or FAILED) is continued.
 
         Raises:
             ClearbgError: the tracking store cannot be reached or the experiment is deleted.
@@ -126,13 +130,13 @@ class Tracker:
         if params is None:
             params = self.config.to_dict()
         if self.mlflow_on:
-            self._start_mlflow(params)
+            self._start_mlflow(params, resuming)
         if self.tensorboard_on:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
-    def _start_mlflow(self, params: Mapping[str, Any]) -> None:
+    def _start_mlflow(self, params: Mapping[str, Any], resuming: bool) -> None:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -142,7 +146,7 @@ class Tracker:
                 self.experiment_id = client.get_run(parent).info.experiment_id
             else:
                 self.experiment_id = experiment_id(client, getattr(self.config, "experiment", None) or "clearbg")
-            previous = self._interrupted_run()
+            previous = self._previous_run(resuming)
             if previous is not None:
                 self.run_id, self.resumed = previous, True
                 client.update_run(previous, status="RUNNING")
@@ -174,9 +178,10 @@ class Tracker:
                                "or an explicit parent_run_id")
         return active.info.run_id
 
-    def _interrupted_run(self) -> str | None:
-        # Continue the run this folder already has if it was interrupted and the loop is allowed
-        # to resume; otherwise (finished, pruned, resume=never) open a new one.
+    def _previous_run(self, resuming: bool) -> str | None:
+        # Continue the run this folder already has when the loop resumes its checkpoint, or when
+        # it was interrupted; otherwise (finished or pruned and not resumed, resume=never) open
+        # a new one.
         from mlflow.exceptions import MlflowException
 
         if getattr(self.config, "resume", "auto") == "never":
@@ -193,7 +198,7 @@ class Tracker:
             return None
         # RUNNING: the process was killed; FAILED: it crashed (a survivor of a lost peer ends so).
         # FINISHED runs are done and KILLED ones were pruned or stopped on purpose.
-        if run.info.status not in ("RUNNING", "FAILED") or run.info.lifecycle_stage == "deleted":
+        if run.info.lifecycle_stage == "deleted" or (not resuming and run.info.status not in ("RUNNING", "FAILED")):
             return None
         if run.info.experiment_id != self.experiment_id:
             return None

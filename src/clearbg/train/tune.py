@@ -51,6 +51,8 @@ PARENT_ATTR = "mlflow_parent_run_id"  # study user attribute: the parent run, re
 
 # Parameter name (a dotted TrainConfig key) -> its range. {"low", "high"[, "log"][, "step"]}:
 # floats (ints when both bounds are ints and there is no "log"), {"choices": [...]}: categorical.
+# The lr range is for training from scratch; from pretrained weights it is a tenth of it
+# (default_search_space): 1e-3 and above wreck the official weights in a few steps.
 DEFAULT_SEARCH_SPACE: dict[str, dict[str, Any]] = {
     "lr": {"low": 1e-4, "high": 1e-2, "log": True},
     "batch_size": {"choices": [4, 8, 16]},
@@ -62,6 +64,14 @@ DEFAULT_SEARCH_SPACE: dict[str, dict[str, Any]] = {
 
 class TuneError(ClearbgError):
     """The search space or the study setup is invalid."""
+
+
+def default_search_space(base: TrainConfig) -> dict[str, dict[str, Any]]:
+    """``DEFAULT_SEARCH_SPACE``, with the lr range scaled down tenfold when fine-tuning."""
+    space = dict(DEFAULT_SEARCH_SPACE)
+    if base.init != "scratch":
+        space["lr"] = {"low": 1e-5, "high": 1e-3, "log": True}
+    return space
 
 
 def suggest(trial: optuna.trial.BaseTrial, search_space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -219,7 +229,7 @@ def tune(
 
     if n_trials < 1:
         raise TuneError(f"n_trials must be >= 1, got {n_trials}")
-    space = dict(search_space if search_space is not None else DEFAULT_SEARCH_SPACE)
+    space = dict(search_space if search_space is not None else default_search_space(config))
     _check_space(config, space)
     base = config  # what best.yaml is written from: the user's settings, not resolved ones
     tracking_uri = _tracking_uri(config)
