@@ -13,7 +13,7 @@ if ((${#missing[@]})); then
     apt-get update && apt-get install -y "${missing[@]}"
 fi
 python3 -m pip install --upgrade "setuptools>=77"
-python3 -m pip install -e ".[dev,bench]"
+python3 -m pip install -c constraints.txt -e ".[all,dev,bench]"
 # onnxruntime-web for the in-browser page and swagger-ui-dist for /docs, pinned by
 # package-lock.json and served locally. No install scripts: @scarf/scarf (a dependency of
 # swagger-ui-dist) would send install analytics.

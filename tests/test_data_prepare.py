@@ -108,10 +108,10 @@ def test_other_options_need_restart(tmp_path, folder_source):
     out = tmp_path / "ds"
     prepare_dataset(str(src), str(out), _config(), workers=1)
     with pytest.raises(DatasetError, match="--restart"):
-        prepare_dataset(str(src), str(out), _config(resize="stretch"), workers=1)
-    report = prepare_dataset(str(src), str(out), _config(resize="stretch"), workers=1, restart=True)
+        prepare_dataset(str(src), str(out), _config(resize="pad"), workers=1)
+    report = prepare_dataset(str(src), str(out), _config(resize="pad"), workers=1, restart=True)
     assert report.resumed == 0 and report.processed == 8
-    assert read_info(str(out))["config"]["resize"] == "stretch"
+    assert read_info(str(out))["config"]["resize"] == "pad"
 
 
 def test_csv_source_carries_its_columns(tmp_path, shared_data):

@@ -41,7 +41,7 @@ def test_masks_stay_binary_unless_soft(tiny_pairs):
 def test_pad_keeps_aspect_and_centres():
     # A 100x50 all-foreground pair padded into 100x100 fills the middle band only.
     photo, mask = np.full((50, 100, 3), 200, np.uint8), np.full((50, 100), 255, np.uint8)
-    p, m = resize_pair(photo, mask, (100, 100), pad_color=(1, 2, 3))
+    p, m = resize_pair(photo, mask, (100, 100), mode="pad", pad_color=(1, 2, 3))
     assert m[:25].max() == 0 and m[75:].max() == 0 and m[25:75].min() == 255
     assert tuple(p[0, 0]) == (1, 2, 3) and tuple(p[50, 50]) == (200, 200, 200)
     _, stretched = resize_pair(photo, mask, (100, 100), mode="stretch")

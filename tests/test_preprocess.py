@@ -96,3 +96,26 @@ def test_validation_iou_equals_what_evaluate_reports_for_the_same_checkpoint(pre
     assert result.best_val_iou == pytest.approx(reported, abs=1e-6)
     assert result.start_val_iou is not None and 0.5 < result.start_val_iou <= 1
     assert np.isfinite(result.metrics["val/iou"])
+
+
+class _Band(torch.nn.Module):
+    """A stand-in network: 'product' exactly on the rows 8..23 of a 32x32 input, nothing elsewhere."""
+
+    def forward(self, x, fused_only=True):
+        out = torch.zeros(len(x), 1, 32, 32, dtype=x.dtype)
+        out[:, :, 8:24] = 1
+        return out
+
+
+@pytest.mark.parametrize("resize, edge_rows", [("pad", 1.0), ("stretch", 0.0)])
+def test_the_predictor_maps_the_output_back_through_the_contract(resize, edge_rows):
+    import dataclasses
+
+    from clearbg.models.hub import ResolvedModel
+
+    spec = dataclasses.replace(get_spec("u2netp"), preprocess=Preprocess(size=32, resize=resize))
+    predictor = Predictor(ResolvedModel(_Band(), spec, "band"), device="cpu", precision="fp32")
+    prob = predictor.predict_one(Image.new("RGB", (100, 50), "gray"))  # pad: the photo fills rows 8..23
+    assert prob.shape == (50, 100)
+    assert prob[25, 50] == pytest.approx(1.0)
+    assert prob[0, 50] == pytest.approx(edge_rows, abs=0.05) and prob[-1, 50] == pytest.approx(edge_rows, abs=0.05)

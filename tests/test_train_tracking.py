@@ -156,7 +156,7 @@ def test_training_run_is_read_back_from_the_default_sqlite_store(dataset, out, o
     assert Path(exp.artifact_location.removeprefix("file://")) == out / "mlartifacts"
     params = run.data.params
     assert params["model"] == "u2netp" and params["size"] == "64" and params["init"] == "scratch"
-    assert float(params["lr"]) == config.lr and float(params["loss.iou"]) == 0.5  # flattened nested config
+    assert float(params["resolved.lr"]) == config.peak_lr and float(params["loss.iou"]) == 0.5  # flattened nested config
 
     # Per-epoch metrics: one point per epoch, at increasing steps.
     for key in ("train/loss", "train/lr", "val/iou", "val/dice"):

@@ -66,11 +66,10 @@ def _python_ort_mask(onnx_path: Path, rgb: np.ndarray, meta: dict) -> np.ndarray
     import onnxruntime as ort
     import torch
 
-    from clearbg.inference.predictor import normalise_inputs
+    from clearbg.models.preprocess import Preprocess
 
-    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
-    x = normalise_inputs(torch.from_numpy(rgb[None]), mean, std).numpy()
+    contract = Preprocess(size=rgb.shape[0], mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    x = contract.normalise(torch.from_numpy(rgb[None]).permute(0, 3, 1, 2)).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     prob = session.run(["mask"], {"image": x})[0][0, 0]
     return (prob - prob.min()) / max(prob.max() - prob.min(), 1e-8)
@@ -85,7 +84,7 @@ def test_page_in_chromium_matches_python_onnxruntime(chromium, site, site_url, t
 
     from PIL import Image
 
-    from clearbg.inference.predictor import resize_for_model
+    from clearbg.models.preprocess import Preprocess
 
     meta = json.loads((site / "model.json").read_text())
     photo_path = next(row["image"] for row in tiny_pairs if row["domain"] == "fashion")
@@ -135,7 +134,7 @@ def test_page_in_chromium_matches_python_onnxruntime(chromium, site, site_url, t
     assert np.abs(browser_mask - python_mask).max() < 0.02
     # The browser's resize is not PIL's, but the mask must still agree with clearbg's own pipeline.
     photo = Image.open(photo_path)
-    pil_mask = _python_ort_mask(site / "model.onnx", resize_for_model(photo, size), meta)
+    pil_mask = _python_ort_mask(site / "model.onnx", Preprocess(size=size).to_array(photo), meta)
     print(f"IoU vs PIL-resized input {_iou(browser_mask, pil_mask):.4f}")
     assert _iou(browser_mask, pil_mask) >= 0.95
 

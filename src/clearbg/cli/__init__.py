@@ -6,6 +6,7 @@ Commands are imported when called, so ``clearbg prepare`` does not pay for PyTor
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -46,5 +47,32 @@ def cli() -> None:
     """clearbg: background removal for product photos, from data to serving."""
 
 
+# Optional third-party module -> the extra that installs it (pyproject.toml).
+EXTRAS = {
+    "pandas": "data", "pyarrow": "data", "sklearn": "data", "scipy": "data", "yaml": "data",
+    "mlflow": "train", "optuna": "train", "tensorboard": "train", "matplotlib": "eval",
+    "fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "starlette": "serve",
+    "pyspark": "spark", "s3fs": "s3",
+}
+
+
+def missing_extra(err: ImportError) -> str | None:
+    """The pip command that installs what ``err`` says is missing, if it is one of our extras."""
+    name = (err.name or "").split(".")[0]
+    if not name and "s3fs" in str(err):  # fsspec: "Install s3fs to access S3"
+        name = "s3fs"
+    extra = EXTRAS.get(name)
+    return None if extra is None else f"pip install 'clearbg[{extra}]'"
+
+
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except ImportError as err:
+        fix = missing_extra(err)
+        if fix is None:
+            raise
+        command = next((a for a in sys.argv[1:] if a in COMMANDS), "this command")
+        click.echo(f"Error: clearbg {command} needs {err.name or 's3fs'}, which the base install leaves out: {fix}",
+                   err=True)
+        raise SystemExit(1) from err

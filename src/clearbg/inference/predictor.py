@@ -141,11 +141,16 @@ class Predictor:
         if self.device.type == "cpu":
             return self.map(self.predict_one, images)
         small = self.predict_small(np.stack([self.preprocess(im) for im in images])) if images else []
-        return [upsample(small[i], im.height, im.width) for i, im in enumerate(images)]
+        return [self.restore(small[i], im) for i, im in enumerate(images)]
 
     def predict_one(self, image: Image.Image) -> np.ndarray:
         """Foreground probability of one photo; safe to call from several threads at once."""
-        return upsample(self.predict_small(self.preprocess(image)[None])[0], image.height, image.width)
+        return self.restore(self.predict_small(self.preprocess(image)[None])[0], image)
+
+    def restore(self, prob: torch.Tensor, image: Image.Image) -> np.ndarray:
+        """A (1, S, S) map at the photo's own size: its content box (the contract's) upsampled."""
+        left, top, right, bottom = self.spec.preprocess.content_box(image.width, image.height)
+        return upsample(prob[:, top:bottom, left:right], image.height, image.width)
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[fn(x) for x in items]``, one item per core on CPU when there are several.

@@ -6,7 +6,8 @@ same numbers in training and in use. The official U2-Net recipe, which these def
 
 1. resize the photo to ``size`` x ``size``, each axis on its own (``stretch``, aspect not kept),
    bilinear with antialiasing (Pillow's filter);
-2. divide each photo by its own maximum (not by 255), then per channel ``(x - mean) / std``.
+2. divide each photo by its own maximum (not by 255), then per channel ``(x - mean) / std``;
+3. and back: the output map's :meth:`Preprocess.content_box` is scaled (bilinear) to the photo.
 
 Example:
     >>> pre = Preprocess(size=4)
@@ -85,6 +86,14 @@ class Preprocess:
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
+
+    def content_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """Where a ``width`` x ``height`` photo lies in the S x S input (left, top, right, bottom):
+        the whole input for ``stretch``, the centred band for ``pad``. The predictor maps the
+        model's output back to the photo from this box alone."""
+        if self.resize == "stretch":
+            return 0, 0, self.size, self.size
+        return fit_box((width, height), (self.size, self.size))
 
     def to_dict(self) -> dict:
         """JSON-ready fields (ONNX metadata, the browser page, checkpoints)."""

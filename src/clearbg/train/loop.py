@@ -402,7 +402,7 @@ class _Run:
             restore_rng_state(checkpoint["rng"])
         del checkpoint
 
-        params = {**c.to_dict(), "resolved": {"batch_size": pos.batch_size, "precision": self.precision,
+        params = {**c.to_dict(), "resolved": {"lr": c.peak_lr, "batch_size": pos.batch_size, "precision": self.precision,
                                               "world_size": env.world_size, "device": str(self.device),
                                               "steps_per_epoch": steps_per_epoch, "total_steps": total_steps}}
         if env.is_main:

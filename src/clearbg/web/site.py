@@ -67,7 +67,7 @@ def model_json(onnx_path: str | Path) -> dict:
     meta = read_metadata(onnx_path)
     return {
         "model": meta.model, "input_size": meta.input_size, "mean": list(meta.mean), "std": list(meta.std),
-        "variant": meta.variant, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
+        "resize": meta.preprocess.resize, "pad_color": list(meta.preprocess.pad_color), "variant": meta.variant, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
     }
 
 

@@ -4,7 +4,7 @@
 // mask here matches Python ONNX Runtime on the same 320x320 input:
 //   RGB (transparent photos flattened onto white) -> S x S -> / the image's own max
 //   -> (x - mean) / std per channel, NCHW -> sigmoid mask -> min-max stretch per image.
-// The model's input size, mean and std come from model.json (written from the ONNX metadata).
+// The model's preprocessing contract (input size, resize mode, mean, std) comes from model.json (the ONNX metadata).
 let ort;  // onnxruntime-web, imported in main() so a missing runtime is reported on the page
 
 const $ = (id) => document.getElementById(id);
@@ -31,15 +31,29 @@ async function loadModel() {
   return { meta, session };
 }
 
-// uint8 RGB (S*S*3, HWC) of the photo resized to S x S, aspect not kept (as the model was trained).
-function resizeToInput(bitmap, size) {
+// Where the photo lies in the S x S input (the model's preprocessing contract, as Python's
+// Preprocess.content_box): all of it for 'stretch', the centred band for 'pad'.
+function contentBox(meta, width, height) {
+  const size = meta.input_size;
+  if (meta.resize !== 'pad') return [0, 0, size, size];
+  const scale = Math.min(size / width, size / height);
+  const w = Math.max(1, Math.round(width * scale)), h = Math.max(1, Math.round(height * scale));
+  const left = Math.floor((size - w) / 2), top = Math.floor((size - h) / 2);
+  return [left, top, left + w, top + h];
+}
+
+// uint8 RGB (S*S*3, HWC) of the photo resized into S x S by the model's contract.
+function resizeToInput(bitmap, meta) {
+  const size = meta.input_size;
+  const [left, top, right, bottom] = contentBox(meta, bitmap.width, bitmap.height);
   const canvas = new OffscreenCanvas(size, size);
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  ctx.fillStyle = '#fff';
+  const pad = meta.pad_color || [255, 255, 255];
+  ctx.fillStyle = `rgb(${pad[0]}, ${pad[1]}, ${pad[2]})`;
   ctx.fillRect(0, 0, size, size);
   ctx.imageSmoothingEnabled = true;
   ctx.imageSmoothingQuality = 'medium';
-  ctx.drawImage(bitmap, 0, 0, size, size);
+  ctx.drawImage(bitmap, left, top, right - left, bottom - top);
   const rgba = ctx.getImageData(0, 0, size, size).data;
   const rgb = new Uint8Array(size * size * 3);
   for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
@@ -69,8 +83,10 @@ function stretch(prob) {
   return prob.map((v) => (v - lo) / range);
 }
 
-// The cutout at the photo's full resolution: the S x S mask upsampled with bilinear smoothing.
-function cutout(bitmap, mask, size) {
+// The cutout at the photo's full resolution: the mask's content box upsampled with bilinear smoothing.
+function cutout(bitmap, mask, meta) {
+  const size = meta.input_size;
+  const [left, top, right, bottom] = contentBox(meta, bitmap.width, bitmap.height);
   const small = new OffscreenCanvas(size, size);
   const alpha = new ImageData(size, size);
   for (let p = 0; p < mask.length; p++) alpha.data[p * 4 + 3] = Math.round(Math.min(1, Math.max(0, mask[p])) * 255);
@@ -82,7 +98,7 @@ function cutout(bitmap, mask, size) {
   ctx.globalCompositeOperation = 'destination-in';
   ctx.imageSmoothingEnabled = true;
   ctx.imageSmoothingQuality = 'low';  // bilinear
-  ctx.drawImage(small, 0, 0, full.width, full.height);
+  ctx.drawImage(small, left, top, right - left, bottom - top, 0, 0, full.width, full.height);
   return full;
 }
 
@@ -100,13 +116,13 @@ async function removeBackground(model, file) {
   const started = performance.now();
   const bitmap = await createImageBitmap(file, { imageOrientation: 'from-image' });
   const size = model.meta.input_size;
-  const rgb = resizeToInput(bitmap, size);
+  const rgb = resizeToInput(bitmap, model.meta);
   const input = new ort.Tensor('float32', normalise(rgb, size, model.meta.mean, model.meta.std), [1, 3, size, size]);
   const inferStart = performance.now();
   const outputs = await model.session.run({ [model.meta.input_name]: input });
   const inferenceMs = performance.now() - inferStart;
   const mask = stretch(outputs[model.meta.output_name].data);
-  cutoutCanvas = cutout(bitmap, mask, size);
+  cutoutCanvas = cutout(bitmap, mask, model.meta);
   const ms = performance.now() - started;
   show($('on-checker'), cutoutCanvas, null);
   show($('on-white'), cutoutCanvas, '#fff');
