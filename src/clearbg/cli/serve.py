@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from clearbg.errors import ClearbgError
 from clearbg.inference.predictor import ENGINES, PRECISIONS
 from clearbg.models.registry import DEFAULT_MODEL, model_choices
 
@@ -37,6 +38,7 @@ def serve_command(host, port, model, device, precision, engine, api_key, allow_u
     """
     import uvicorn
 
+    from clearbg.inference.predictor import Predictor
     from clearbg.serve import ServeSettings, create_app
     from clearbg.serve.memory import pin_mmap_threshold
 
@@ -46,8 +48,10 @@ def serve_command(host, port, model, device, precision, engine, api_key, allow_u
             max_concurrency=max_concurrency, max_batch=max_batch, max_wait_ms=batch_wait_ms, api_key=api_key or None,
             allow_url=allow_url,
         )
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
-    app = create_app(settings, model, device=device, precision=precision, engine=engine)
+        # Load before binding the port: a server whose every request fails must not look healthy.
+        predictor = Predictor(model, device=device, precision=precision, engine=engine)
+    except (ClearbgError, ValueError, OSError) as err:
+        raise click.ClickException(f"not serving: {err}") from err
+    app = create_app(settings, model, device=device, precision=precision, engine=engine, predictor=predictor)
     pin_mmap_threshold()  # flat RSS under load, see clearbg.serve.memory
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

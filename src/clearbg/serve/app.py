@@ -17,8 +17,10 @@ shape ``{"errors": [{"title": ..., "code": ...}]}`` with 400 (bad image or param
 403 (API key), 413 (body or pixels over the limit), 415 (not an image format we decode),
 503 (busy or model not loaded yet) or 504 (over the time limit).
 
-The model loads once per process, in the background: ``/healthz`` answers at once,
-``/readyz`` and the removal endpoints answer 503 until it is ready.
+The model loads once per process. ``clearbg serve`` loads it before binding the port, so a
+mistyped or broken model stops the process with an error. Given only a model name,
+``create_app`` loads it in the background: ``/healthz`` answers at once, ``/readyz`` and the
+removal endpoints answer 503 until it is ready.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +52,9 @@ from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url
 from clearbg.serve.limits import ApiKeyGuard, BodySizeLimit, ServeSettings
 from clearbg.serve.render import RenderOptions, Rendered, fit_size, render
 from clearbg.web.mount import mount_web
+
+if TYPE_CHECKING:  # annotations only; the module is imported where a Predictor is built
+    from clearbg.inference.predictor import Predictor
 
 _log = logging.getLogger(__name__)
 
@@ -96,6 +101,7 @@ def create_app(
     device: str | None = None,
     precision: str = "auto",
     engine: str = "auto",
+    predictor: Predictor | None = None,
 ):
     """Build the ASGI app (FastAPI inside the upload-size guard).
 
@@ -104,6 +110,9 @@ def create_app(
         model: registry name, checkpoint path, clearbg ``.onnx`` or MLflow URI, loaded once
             when the app starts.
         device, precision, engine: see ``Predictor``.
+        predictor: ``model`` already loaded. ``clearbg serve`` loads it before binding the port,
+            so a mistyped or broken model stops the process instead of serving 503s; without it
+            the model loads in the background and ``/healthz`` answers meanwhile.
 
     Returns:
         An ASGI app for uvicorn: FastAPI inside the body-size guard (and the API-key guard
@@ -117,7 +126,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        loader = asyncio.create_task(_load(state, model, device, precision, engine))
+        if predictor is not None:
+            loader = asyncio.create_task(_start_batcher(state, model, predictor))
+        else:
+            loader = asyncio.create_task(_load(state, model, device, precision, engine))
         yield
         loader.cancel()
         if state.batcher is not None:
@@ -150,6 +162,10 @@ async def _load(state: _State, model: str, device: str | None, precision: str, e
         state.load_error = f"model {model!r} could not be loaded: {err}"
         _log.error(state.load_error)
         return
+    await _start_batcher(state, model, predictor)
+
+
+async def _start_batcher(state: _State, model: str, predictor: Predictor) -> None:
     batcher = MicroBatcher(predictor.predict, max_batch=state.settings.max_batch, max_wait_ms=state.settings.max_wait_ms)
     await batcher.start()
     state.batcher = batcher
