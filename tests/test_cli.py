@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -156,3 +157,23 @@ def test_models_lists_each_entry_with_its_weights_state(tmp_path, monkeypatch):
     assert set(rows) >= {"u2netp.official", "u2net.official", "unet.scratch"}
     assert "not downloaded" in rows["u2netp.official"]
     assert "none: train it" in rows["unet.scratch"]
+
+
+def _commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    ctx = click.Context(group)
+    found = {}
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            found.update(_commands(command, f"{prefix}{name} "))
+        else:
+            found[f"{prefix}{name}"] = command
+    return found
+
+
+def test_every_model_option_says_it_takes_registry_uris():
+    # train's --model is an architecture to build, not a model to load.
+    loading = {name: command for name, command in _commands(cli).items() if name != "train"}
+    helps = {name: p.help for name, command in loading.items() for p in command.params if "--model" in p.opts}
+    assert {"remove", "batch", "serve", "export", "evaluate", "register", "web build"} <= set(helps)
+    assert {name for name, text in helps.items() if "models:/" not in text} == set()

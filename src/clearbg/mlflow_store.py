@@ -100,7 +100,7 @@ def resolve_tracking_uri(tracking_uri: str | None = None, out: str | os.PathLike
     if is_remote(str(out)):
         raise ClearbgError(
             f"out={out!r} is remote, so the default SQLite MLflow store cannot live there; set "
-            "tracking_uri / --tracking-uri (e.g. an MLflow server URL), or MLFLOW_TRACKING_URI"
+            "tracking_uri (--set tracking_uri=URL, e.g. an MLflow server) or MLFLOW_TRACKING_URI"
         )
     return default_tracking_uri(out)
 

@@ -58,7 +58,7 @@ from clearbg.mlflow_store import (
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.entities.model_registry import ModelVersion, RegisteredModel
     from torch import nn
 
     from clearbg.evaluate.compare import Decision
@@ -86,18 +86,23 @@ class RegistryError(ClearbgError):
 # --------------------------------------------------------------------------- the store
 
 
+# Every command reads the environment variable, while only some have --tracking-uri (remove, batch,
+# serve and export load models:/ URIs too and do not), so the advice names the variable.
+_STORE_HINT = "set MLFLOW_TRACKING_URI (e.g. MLFLOW_TRACKING_URI=sqlite:///path/to/runs/mlflow.db)"
+
+
 def _store(tracking_uri: str | None, *, create: bool) -> tuple[MlflowClient, str]:
     """A client on the resolved store. Reading from a default SQLite file that does not exist
     fails with advice instead of silently creating an empty store."""
     uri = resolve_tracking_uri(tracking_uri)
     if is_off(uri):
         raise RegistryError(f"tracking URI {uri!r} turns MLflow off, but the model registry lives in MLflow; "
-                            "give a store (--tracking-uri or MLFLOW_TRACKING_URI)")
+                            f"give a store: {_STORE_HINT}")
     db = sqlite_path(uri)
     if db is not None and not create and not db.is_file():
         raise UnknownModel(
             f"no MLflow store at {db} (from {uri}); run from the folder you trained or registered in "
-            "(the store is runs/mlflow.db there), or set MLFLOW_TRACKING_URI / --tracking-uri"
+            f"(the store is runs/mlflow.db there), or {_STORE_HINT}"
         )
     return connect(uri), uri
 
@@ -230,17 +235,7 @@ def _is_logged_model_id(uri: str) -> bool:
 def _find_version(client: MlflowClient, name: str, *, alias: str | None, version: str | None, uri: str) -> ModelVersion:
     from mlflow.exceptions import MlflowException
 
-    try:
-        registered = client.get_registered_model(name)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise RegistryError(f"reading registered model {name!r} failed in {uri}: {err.message}") from err
-        with _mlflow_errors("listing registered models", uri):
-            known = sorted(m.name for m in client.search_registered_models(max_results=100))
-        raise UnknownModel(
-            f"no registered model {name!r} in {uri}; registered models: {', '.join(known) or 'none'} "
-            f"(create one with `clearbg register --model PATH --name {name} --data DATASET`)"
-        ) from err
+    registered = _registered(client, name, uri)
     aliases = dict(registered.aliases or {})
     if alias is not None:
         if alias not in aliases:
@@ -254,6 +249,23 @@ def _find_version(client: MlflowClient, name: str, *, alias: str | None, version
         return client.get_model_version(name, version)
     except MlflowException as err:
         raise UnknownModel(f"registered model {name!r} has no version {version} in {uri}") from err
+
+
+def _registered(client: MlflowClient, name: str, uri: str) -> RegisteredModel:
+    """The registered model ``name``; an unknown name lists the ones that exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"reading registered model {name!r} failed in {uri}: {err.message}") from err
+        with _mlflow_errors("listing registered models", uri):
+            known = sorted(m.name for m in client.search_registered_models(max_results=100))
+        raise UnknownModel(
+            f"no registered model {name!r} in {uri}; registered models: {', '.join(known) or 'none'} "
+            f"(create one with `clearbg register --model PATH --name {name} --data DATASET`)"
+        ) from err
 
 
 def _cache_file(store_uri: str, key: str, label: str) -> Path:
@@ -776,13 +788,21 @@ def rollback(name: str, *, tracking_uri: str | None = None) -> tuple[str, str]:
         ``(champion, previous_champion)`` versions after the swap.
 
     Raises:
-        UnknownModel: no such model, or it has no ``champion`` / ``previous-champion``.
+        UnknownModel: no such model.
+        RegistryError: nothing to roll back (no ``champion``, or no ``previous-champion``).
 
     Example:
         >>> rollback("shop")  # doctest: +SKIP
         ('3', '4')
     """
     client, uri = _store(tracking_uri, create=False)
+    aliases = dict(_registered(client, name, uri).aliases or {})
+    if CHAMPION not in aliases:
+        raise RegistryError(f"nothing to roll back: {name} has no champion yet "
+                            f"(promote one first: clearbg promote --name {name} --data DATASET)")
+    if PREVIOUS_CHAMPION not in aliases:
+        raise RegistryError(f"nothing to roll back: no previous champion; the champion of {name} is "
+                            f"v{aliases[CHAMPION]} (a rollback undoes a promotion, and none replaced it)")
     current = _find_version(client, name, alias=CHAMPION, version=None, uri=uri)
     previous = _find_version(client, name, alias=PREVIOUS_CHAMPION, version=None, uri=uri)
     with _mlflow_errors(f"rolling back {name}", uri):

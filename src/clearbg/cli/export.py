@@ -9,7 +9,7 @@ from clearbg.models.registry import DEFAULT_MODEL
 
 
 @click.command("export")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, .pth/.pt checkpoint, official .onnx or models:/ URI.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, .pth/.pt checkpoint, official .onnx or models:/NAME@ALIAS (MLflow registry).")
 @click.option("--out", required=True, help="The .onnx file to write.")
 @click.option("--dynamic-batch", is_flag=True, help="Free batch dimension (default: batch of 1).")
 @click.option("--fp16", is_flag=True, help="Float16 weights and compute, float32 input/output (for GPUs/WebGPU).")

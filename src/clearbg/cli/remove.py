@@ -14,7 +14,7 @@ from clearbg.models.registry import DEFAULT_MODEL, model_choices
 @click.command("remove")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, help="Output folder or s3:// prefix; writes <stem>.<format>.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=f"Registry name ({', '.join(model_choices())}) or a .pth/.onnx checkpoint path.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=f"Registry name ({', '.join(model_choices())}), .pth/.pt/.onnx checkpoint path or models:/NAME@ALIAS (MLflow registry).")
 @click.option("--mask", "mask_only", is_flag=True, help="Write the 8-bit greyscale mask instead of a cutout.")
 @click.option("--bg-color", default=None, help="Solid background instead of transparency, e.g. '#ffffff'.")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp"]), default="png", show_default=True)
