@@ -177,3 +177,42 @@ def test_every_model_option_says_it_takes_registry_uris():
     helps = {name: p.help for name, command in loading.items() for p in command.params if "--model" in p.opts}
     assert {"remove", "batch", "serve", "export", "evaluate", "register", "web build"} <= set(helps)
     assert {name for name, text in helps.items() if "models:/" not in text} == set()
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "JPG", "Jpeg"])
+def test_format_accepts_jpeg_and_any_case(fashion_photo, tmp_path, fmt):
+    fashion_photo.reduce(4).save(tmp_path / "p.png")
+    result = CliRunner().invoke(cli, ["remove", str(tmp_path / "p.png"), "--out", str(tmp_path / "o"), "--format", fmt])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "o" / "p.jpg").format == "JPEG"
+    batch = _commands(cli)["batch"]
+    assert next(p for p in batch.params if p.name == "fmt").type.convert(fmt, None, None) == "jpg"
+
+
+def test_mistyped_command_suggests_the_close_names():
+    runner = CliRunner()
+    top = runner.invoke(cli, ["remov", "x"])
+    assert top.exit_code == 2 and "No such command 'remov'. Did you mean 'remove'?" in top.output
+    nested = runner.invoke(cli, ["web", "biuld"])
+    assert nested.exit_code == 2 and "Did you mean 'build'?" in nested.output
+    far = runner.invoke(cli, ["xyzzy"])
+    assert far.exit_code == 2 and "No such command 'xyzzy'." in far.output and "Did you mean" not in far.output
+
+
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    import clearbg
+
+    assert clearbg.__version__ == version("clearbg")
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output == f"clearbg, version {clearbg.__version__}\n"
+
+
+def test_shell_completion_script_generates_and_completes_commands():
+    script = run_cli(env={**os.environ, "_CLEARBG_COMPLETE": "bash_source"})
+    assert script.returncode == 0, script.stderr
+    assert "complete -o nosort -F _clearbg_completion clearbg" in script.stdout
+    words = run_cli(env={**os.environ, "_CLEARBG_COMPLETE": "bash_complete", "COMP_WORDS": "clearbg rem",
+                         "COMP_CWORD": "1"})
+    assert words.stdout.split() == ["plain,remove"]
