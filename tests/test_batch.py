@@ -70,6 +70,20 @@ def test_outputs_and_results_with_a_corrupt_photo(tmp_path, predictor, fashion):
     assert len(journal_lines(out)) == 5
 
 
+def _last_bar(text: str) -> str:
+    return text.replace("\r", "\n").strip().splitlines()[-1]
+
+
+def test_progress_bar_has_a_total_and_an_eta_also_when_resuming(tmp_path, predictor, fashion, capsys):
+    src = make_source(tmp_path / "src", fashion[:3], corrupt=False)
+    out = tmp_path / "out"
+    run_batch([str(src)], str(out), predictor, progress=True)
+    bar = _last_bar(capsys.readouterr().err)
+    assert "3/3" in bar and "100%" in bar and "<00:00" in bar, bar  # elapsed<remaining
+    run_batch([str(src)], str(out), predictor, progress=True)  # all done already: skipped ones count too
+    assert "3/3" in _last_bar(capsys.readouterr().err)
+
+
 def test_retry_failed_attempts_failures_again(tmp_path, predictor, fashion):
     src = make_source(tmp_path / "src", fashion[:2])
     out = tmp_path / "out"

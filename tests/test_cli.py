@@ -216,3 +216,13 @@ def test_shell_completion_script_generates_and_completes_commands():
     words = run_cli(env={**os.environ, "_CLEARBG_COMPLETE": "bash_complete", "COMP_WORDS": "clearbg rem",
                          "COMP_CWORD": "1"})
     assert words.stdout.split() == ["plain,remove"]
+
+
+def test_remove_progress_bar_has_a_total_and_an_eta(photo_folder, tmp_path, capsys):
+    from clearbg.files import remove_files
+    from clearbg.inference.predictor import Predictor
+
+    (photo_folder / "broken.jpg").unlink()
+    remove_files([str(photo_folder)], str(tmp_path / "out"), Predictor("u2netp"), progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "3/3" in bar and "100%" in bar and "<00:00" in bar, bar
