@@ -57,7 +57,8 @@ def _start(tmp: Path, *options: str):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     # A 50 ms batch window makes concurrent requests batch reliably on a busy 2-core machine.
-    proc, url, log = _start(tmp_path_factory.mktemp("serve"), "--batch-wait-ms", "50", "--max-batch", "4", "--allow-url")
+    proc, url, log = _start(tmp_path_factory.mktemp("serve"), "--batch-wait-ms", "50", "--max-batch", "4", "--allow-url",
+                            "--header-timeout", "2")
     yield url
     proc.terminate()
     proc.wait(timeout=20)
@@ -67,10 +68,12 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory):
     """Tight limits: key required, 200 kB uploads, 300k pixels, one request at a time, 0.5 s
-    timeout; a 3 s batch window keeps a valid request in flight until it times out."""
+    timeout, 1 s for headers, 4 connections; a 3 s batch window keeps a valid request in flight
+    until it times out."""
     proc, url, log = _start(
         tmp_path_factory.mktemp("strict"), "--api-key", KEY, "--max-upload-mb", "0.2", "--max-pixels", "300000",
-        "--max-concurrency", "1", "--timeout", "0.5", "--batch-wait-ms", "3000",
+        "--max-concurrency", "1", "--timeout", "0.5", "--batch-wait-ms", "3000", "--header-timeout", "1",
+        "--max-connections", "4",
     )
     yield url
     proc.terminate()
@@ -283,6 +286,81 @@ def test_busy_server_answers_503_and_slow_request_504(strict, photos):
     _error(busy, 503, "server_busy")
     assert busy.headers["retry-after"] == "1"
     _error(results["first"], 504, "timeout")
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _drip(url: str, head: bytes, drip: bytes, seconds: float = 8.0) -> tuple[float, bytes]:
+    """Send ``head`` at once, then ``drip`` two bytes every 0.1 s until the server answers and
+    closes (or ``seconds`` pass); returns (seconds until closed, what the server sent)."""
+    sock = _connect(url)
+    sock.settimeout(0.05)
+    started, answer = time.monotonic(), b""
+    try:
+        sock.sendall(head)
+        for i in range(0, len(drip), 2):
+            if time.monotonic() - started > seconds:
+                break
+            try:
+                sock.sendall(drip[i:i + 2])
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            except socket.timeout:
+                pass
+            except OSError:  # reset: the server closed while we were still sending
+                break
+            time.sleep(0.1)
+        return time.monotonic() - started, answer
+    finally:
+        sock.close()
+
+
+def test_slow_headers_are_cut_off_while_others_are_served(server, photos):
+    slow: dict[int, tuple[float, bytes]] = {}
+
+    def slowloris(i: int) -> None:
+        slow[i] = _drip(server, b"", b"POST /v1/remove HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 400)
+
+    threads = [threading.Thread(target=slowloris, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    served = _post(server, photos[3], "/v1/remove")  # a normal client, while they drip
+    for thread in threads:
+        thread.join()
+    assert served.status_code == 200
+    for seconds, answer in slow.values():
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert 1.5 < seconds < 5, seconds  # --header-timeout 2, then closed
+
+
+def test_slow_body_gets_408_within_the_timeout(strict):
+    head = (f"POST /v1/remove HTTP/1.1\r\nHost: x\r\nX-Api-Key: {KEY}\r\nContent-Length: 50000\r\n"
+            "Content-Type: multipart/form-data; boundary=abc\r\n\r\n--abc\r\n").encode()
+    seconds, answer = _drip(strict, head, b"x" * 1000)
+    assert seconds < 3  # --timeout 0.5 covers the upload; before, a trickle was never cut off
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 408") and b"connection: close" in status.lower()
+    assert b'"code":"request_timeout"' in body and b"--timeout" in body
+
+
+def test_connections_over_the_limit_get_503_at_once(strict):
+    idle = [_connect(strict) for _ in range(4)]  # --max-connections 4, none sends a byte
+    try:
+        extra = _connect(strict)
+        assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+        extra.close()
+        for sock in idle:  # --header-timeout 1 frees them
+            assert sock.recv(4096).startswith(b"HTTP/1.1 408")
+    finally:
+        for sock in idle:
+            sock.close()
+    assert httpx.get(strict + "/healthz").status_code == 200
 
 
 @pytest.mark.parametrize("model, expected", [("no-such-model", "known models"), ("bad.pth", "not a readable")])

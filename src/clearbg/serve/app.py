@@ -14,7 +14,7 @@ When the server has an API key, both removal endpoints need it in ``X-Api-Key``.
 Results carry ``X-Width``, ``X-Height``, ``X-Confidence`` (0-1: how sure the model is of the mask) and
 ``X-Batch-Size`` (how many requests shared the model call). Errors are JSON in remove.bg's
 shape ``{"errors": [{"title": ..., "code": ...}]}`` with 400 (bad image or parameter),
-403 (API key), 413 (body or pixels over the limit), 415 (not an image format we decode),
+403 (API key), 408 (the upload did not arrive within the timeout), 413 (body or pixels over the limit), 415 (not an image format we decode),
 503 (busy or model not loaded yet) or 504 (over the time limit).
 
 The model loads once per process. ``clearbg serve`` loads it before binding the port, so a
@@ -31,6 +31,7 @@ import binascii
 import contextlib
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -49,7 +50,7 @@ from clearbg.serve.batching import MicroBatcher
 from clearbg.inference.confidence import confidence
 from clearbg.serve.docs import mount_docs
 from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url
-from clearbg.serve.limits import ApiKeyGuard, BodySizeLimit, ServeSettings
+from clearbg.serve.limits import DEADLINE, ApiKeyGuard, BodySizeLimit, RequestDeadline, ServeSettings
 from clearbg.serve.render import RenderOptions, Rendered, fit_size, render
 from clearbg.web.mount import mount_web
 
@@ -59,7 +60,7 @@ if TYPE_CHECKING:  # annotations only; the module is imported where a Predictor 
 _log = logging.getLogger(__name__)
 
 _CODES = {400: "invalid_request", 403: "auth_failed", 404: "not_found", 405: "method_not_allowed",
-          413: "file_too_large", 415: "unsupported_media_type", 503: "server_busy", 504: "timeout"}
+          408: "request_timeout", 413: "file_too_large", 415: "unsupported_media_type", 503: "server_busy", 504: "timeout"}
 
 
 REMOVE_PATHS = ("/v1.0/removebg", "/v1/remove")
@@ -115,8 +116,8 @@ def create_app(
             the model loads in the background and ``/healthz`` answers meanwhile.
 
     Returns:
-        An ASGI app for uvicorn: FastAPI inside the body-size guard (and the API-key guard
-        when a key is set).
+        An ASGI app for uvicorn: FastAPI inside the body-size guard, the API-key guard when a
+        key is set, and the request deadline (``--timeout`` from the headers on, upload included).
 
     Example:
         >>> import uvicorn                                                         # doctest: +SKIP
@@ -150,7 +151,9 @@ def create_app(
     _add_routes(app, state)
     mount_web(app, model)  # GET /app/: the same model, run in the visitor's browser
     guarded = BodySizeLimit(app, settings.max_upload_bytes)
-    return ApiKeyGuard(guarded, settings.api_key, REMOVE_PATHS) if settings.api_key else guarded
+    if settings.api_key:
+        guarded = ApiKeyGuard(guarded, settings.api_key, REMOVE_PATHS)
+    return RequestDeadline(guarded, settings.timeout_s)
 
 
 async def _load(state: _State, model: str, device: str | None, precision: str, engine: str) -> None:
@@ -223,6 +226,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
     @app.post("/v1.0/removebg", tags=["remove"], responses=image_responses, response_class=Response,
               summary="Remove the background (remove.bg's parameters)")
     async def removebg(
+        request: Request,
         image_file: UploadFile | None = File(default=None, description="The photo (JPEG, PNG, WebP, HEIC, ...)."),
         image_file_b64: str | None = Form(default=None, description="The photo, base64-encoded."),
         image_url: str | None = Form(default=None, description="Fetch the photo from a public http(s) URL "
@@ -245,11 +249,12 @@ def _add_routes(app: FastAPI, state: _State) -> None:
                                           channels=channels, format=format)
         except ValueError as err:
             raise ApiError(400, str(err), "invalid_parameter") from err
-        return await _process(state, data, options)
+        return await _process(state, data, options, request.scope[DEADLINE])
 
     @app.post("/v1/remove", tags=["remove"], responses=image_responses, response_class=Response,
               summary="Remove the background: photo in, PNG cutout out")
     async def remove(
+        request: Request,
         file: UploadFile = File(description="The photo."),
         format: Literal["png", "jpg", "webp"] = Form("png"),
         mask: bool = Form(False, description="Return the 8-bit mask instead of a cutout."),
@@ -261,7 +266,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             options = RenderOptions.parse(bg_color=bg_color, channels="alpha" if mask else "rgba", format=format)
         except ValueError as err:
             raise ApiError(400, str(err), "invalid_parameter") from err
-        return await _process(state, data, options)
+        return await _process(state, data, options, request.scope[DEADLINE])
 
 
 async def _fetch(state: _State, url: str) -> bytes:
@@ -291,7 +296,7 @@ async def _upload_bytes(upload: UploadFile | None, b64: str | None) -> bytes:
     return data
 
 
-async def _process(state: _State, data: bytes, options: RenderOptions) -> Response:
+async def _process(state: _State, data: bytes, options: RenderOptions, deadline: float) -> Response:
     state.counts["requests"] += 1
     if state.batcher is None:
         raise ApiError(503, state.load_error or "model is loading; retry shortly", "not_ready", {"Retry-After": "5"})
@@ -301,7 +306,9 @@ async def _process(state: _State, data: bytes, options: RenderOptions) -> Respon
                        {"Retry-After": "1"})
     state.in_flight += 1
     try:
-        rendered, score, batch = await asyncio.wait_for(_work(state, data, options), state.settings.timeout_s)
+        # What the upload left of --timeout (RequestDeadline started the clock at the headers).
+        left = max(deadline - time.monotonic(), 0.0)
+        rendered, score, batch = await asyncio.wait_for(_work(state, data, options), left)
     except TimeoutError:
         state.counts["timeouts"] += 1
         raise ApiError(504, f"Request took over {state.settings.timeout_s:g} s", "timeout") from None
