@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -32,12 +33,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(tmp: Path, *options: str):
+def _start(tmp: Path, *options: str, env: dict[str, str] | None = None):
     port = _free_port()
     log = open(tmp / f"serve-{port}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "clearbg", "serve", "--port", str(port), "--model", "u2netp", "--log-level", "warning", *options],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -67,13 +68,13 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory):
-    """Tight limits: key required, 200 kB uploads, 300k pixels, one request at a time, 0.5 s
+    """Tight limits: key required (given as CLEARBG_API_KEY), 200 kB uploads, 300k pixels, one request at a time, 0.5 s
     timeout, 1 s for headers, 4 connections; a 3 s batch window keeps a valid request in flight
     until it times out."""
     proc, url, log = _start(
-        tmp_path_factory.mktemp("strict"), "--api-key", KEY, "--max-upload-mb", "0.2", "--max-pixels", "300000",
+        tmp_path_factory.mktemp("strict"), "--max-upload-mb", "0.2", "--max-pixels", "300000",
         "--max-concurrency", "1", "--timeout", "0.5", "--batch-wait-ms", "3000", "--header-timeout", "1",
-        "--max-connections", "4",
+        "--max-connections", "4", env={"CLEARBG_API_KEY": KEY},
     )
     yield url
     proc.terminate()
@@ -249,6 +250,8 @@ def test_api_key_is_required_when_set(strict):
     ok = httpx.post(strict + "/v1.0/removebg", files={"image_file": text}, headers={"X-Api-Key": KEY})
     _error(ok, 415, "unsupported_media_type")
     assert httpx.get(strict + "/healthz").status_code == 200  # probes need no key
+    _error(httpx.get(strict + "/metrics"), 403, "auth_failed")  # traffic counters do
+    assert "requests" in httpx.get(strict + "/metrics", headers={"X-Api-Key": KEY}).json()
     off = httpx.post(strict + "/v1.0/removebg", data={"image_url": "http://example.com/a.jpg"}, headers={"X-Api-Key": KEY})
     _error(off, 400, "url_fetch_disabled")  # URL fetching is off by default
 
@@ -286,6 +289,31 @@ def test_busy_server_answers_503_and_slow_request_504(strict, photos):
     _error(busy, 503, "server_busy")
     assert busy.headers["retry-after"] == "1"
     _error(results["first"], 504, "timeout")
+
+
+def test_every_response_says_nosniff(server, strict, photos):
+    responses = [
+        _post(server, photos[4], "/v1/remove"), httpx.get(server + "/healthz"), httpx.get(server + "/docs"),
+        httpx.get(server + "/openapi.json"), _post(server, b"text"), httpx.get(server + "/nope"),
+        _post(strict, b"x"),                                                        # 403 from the key guard
+        httpx.post(strict + "/v1/remove", content=b"x" * 300_000, headers={"X-Api-Key": KEY}),  # 413 from the size guard
+        httpx.get(strict + "/metrics", headers={"X-Api-Key": KEY}),
+    ]
+    assert [r.headers.get("x-content-type-options") for r in responses] == ["nosniff"] * len(responses), \
+        [(r.status_code, r.url) for r in responses]
+
+
+def test_over_long_values_are_cut_short_in_errors(server, photos):
+    long = "z" * 5000
+    titles = [
+        _error(_post(server, photos[0], bg_color=long), 400, "invalid_parameter"),
+        _error(_post(server, photos[0], crop="true", crop_margin="1" * 5000 + "px"), 400, "invalid_parameter"),
+        _error(httpx.post(server + "/v1.0/removebg", data={"image_url": f"http://{long}.example/a.jpg"}), 400,
+               "url_fetch_failed"),
+    ]
+    for title in titles:
+        assert len(title) < 300 and "…" in title, title[:400]
+    assert "zzzz…" in titles[0] and "use hex" in titles[0]  # the advice after the value survives
 
 
 def _connect(url: str) -> socket.socket:
@@ -353,7 +381,8 @@ def test_connections_over_the_limit_get_503_at_once(strict):
     idle = [_connect(strict) for _ in range(4)]  # --max-connections 4, none sends a byte
     try:
         extra = _connect(strict)
-        assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+        refused = extra.recv(4096)
+        assert refused.startswith(b"HTTP/1.1 503") and b"X-Content-Type-Options: nosniff" in refused
         extra.close()
         for sock in idle:  # --header-timeout 1 frees them
             assert sock.recv(4096).startswith(b"HTTP/1.1 408")

@@ -17,7 +17,9 @@ from clearbg.models.registry import DEFAULT_MODEL, model_choices
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
               help="onnxruntime: ONNX Runtime (a registered model's logged ONNX export); auto: onnxruntime for a .onnx file.")
-@click.option("--api-key", envvar="CLEARBG_API_KEY", default=None, help="Require this X-Api-Key (or set CLEARBG_API_KEY).")
+@click.option("--api-key", envvar="CLEARBG_API_KEY", default=None,
+              help="Require this X-Api-Key on removal and /metrics. Prefer the CLEARBG_API_KEY environment "
+                   "variable: a key on the command line is visible to every user in `ps`.")
 @click.option("--allow-url", is_flag=True, help="Accept image_url (public addresses only; never private, loopback, link-local).")
 @click.option("--max-upload-mb", default=25.0, show_default=True, help="Largest request body, MiB (413 above).")
 @click.option("--max-pixels", default=50_000_000, show_default=True, help="Largest photo, width*height (413 above).")

@@ -10,7 +10,8 @@ Endpoints:
     ``GET /metrics``         JSON counters (requests, batches, largest batch, in flight).
     ``GET /docs``            this page (Swagger UI, served by the server itself); ``/openapi.json``.
 
-When the server has an API key, both removal endpoints need it in ``X-Api-Key``.
+When the server has an API key, both removal endpoints and ``/metrics`` need it in ``X-Api-Key``.
+Every response carries ``X-Content-Type-Options: nosniff``.
 Results carry ``X-Width``, ``X-Height``, ``X-Confidence`` (0-1: how sure the model is of the mask) and
 ``X-Batch-Size`` (how many requests shared the model call). Errors are JSON in remove.bg's
 shape ``{"errors": [{"title": ..., "code": ...}]}`` with 400 (bad image or parameter),
@@ -50,7 +51,7 @@ from clearbg.serve.batching import MicroBatcher
 from clearbg.inference.confidence import confidence
 from clearbg.serve.docs import mount_docs
 from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url
-from clearbg.serve.limits import DEADLINE, ApiKeyGuard, BodySizeLimit, RequestDeadline, ServeSettings
+from clearbg.serve.limits import DEADLINE, ApiKeyGuard, BodySizeLimit, NoSniff, RequestDeadline, ServeSettings
 from clearbg.serve.render import RenderOptions, Rendered, fit_size, render
 from clearbg.web.mount import mount_web
 
@@ -64,7 +65,9 @@ _CODES = {400: "invalid_request", 403: "auth_failed", 404: "not_found", 405: "me
 
 
 REMOVE_PATHS = ("/v1.0/removebg", "/v1/remove")
-"""The endpoints that need the API key when one is set."""
+KEYED_PATHS = (*REMOVE_PATHS, "/metrics")
+"""The endpoints that need the API key when one is set: removal, and the counters (traffic
+volume is nobody else's business)."""
 
 # remove.bg's foreground types: accepted so its clients work unchanged, not used.
 _ForegroundType = Literal[
@@ -117,7 +120,8 @@ def create_app(
 
     Returns:
         An ASGI app for uvicorn: FastAPI inside the body-size guard, the API-key guard when a
-        key is set, and the request deadline (``--timeout`` from the headers on, upload included).
+        key is set, the request deadline (``--timeout`` from the headers on, upload included)
+        and the ``nosniff`` header.
 
     Example:
         >>> import uvicorn                                                         # doctest: +SKIP
@@ -152,8 +156,8 @@ def create_app(
     mount_web(app, model)  # GET /app/: the same model, run in the visitor's browser
     guarded = BodySizeLimit(app, settings.max_upload_bytes)
     if settings.api_key:
-        guarded = ApiKeyGuard(guarded, settings.api_key, REMOVE_PATHS)
-    return RequestDeadline(guarded, settings.timeout_s)
+        guarded = ApiKeyGuard(guarded, settings.api_key, KEYED_PATHS)
+    return NoSniff(RequestDeadline(guarded, settings.timeout_s))
 
 
 async def _load(state: _State, model: str, device: str | None, precision: str, engine: str) -> None:
@@ -215,7 +219,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
 
     @app.get("/metrics", tags=["ops"], summary="Counters: requests, batches, in flight")
     async def metrics():
-        """Request and batching counters since start."""
+        """Request and batching counters since start (needs ``X-Api-Key`` when the server has a key)."""
         stats = state.batcher.stats if state.batcher else None
         return {
             **state.counts, "in_flight": state.in_flight,

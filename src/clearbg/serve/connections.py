@@ -22,8 +22,9 @@ import asyncio
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-_HEADERS_TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-_TOO_MANY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+_COMMON = b"Connection: close\r\nContent-Length: 0\r\nX-Content-Type-Options: nosniff\r\n\r\n"
+_HEADERS_TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\n" + _COMMON
+_TOO_MANY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n" + _COMMON
 
 
 def guarded_h11(header_timeout_s: float, max_connections: int) -> type[H11Protocol]:

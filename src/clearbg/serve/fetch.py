@@ -17,7 +17,7 @@ import ssl
 from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
-from clearbg.errors import ClearbgError
+from clearbg.errors import ClearbgError, shown
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_REDIRECTS = 3
@@ -106,7 +106,7 @@ def fetch_url(
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise FetchError(f"{url}: only http:// and https:// URLs with a host are fetched")
+            raise FetchError(f"{shown(url)}: only http:// and https:// URLs with a host are fetched")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         ip = _resolve_checked(parts.hostname, port, allowed)
         response, connection = _get(parts, ip, port, timeout)
@@ -115,23 +115,23 @@ def fetch_url(
                 url = urljoin(url, response.getheader("Location"))
                 continue
             if response.status != 200:
-                raise FetchError(f"{url}: HTTP {response.status}")
+                raise FetchError(f"{shown(url)}: HTTP {response.status}")
             body = response.read(max_bytes + 1)
         except (OSError, http.client.HTTPException) as err:
-            raise FetchError(f"{url}: {err}") from err
+            raise FetchError(f"{shown(url)}: {err}") from err
         finally:
             connection.close()
         if len(body) > max_bytes:
-            raise FetchError(f"{url}: over the limit of {max_bytes} bytes")
+            raise FetchError(f"{shown(url)}: over the limit of {max_bytes} bytes")
         return body
-    raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects")
+    raise FetchError(f"{shown(url)}: more than {MAX_REDIRECTS} redirects")
 
 
 def _resolve_checked(host: str, port: int, allowed: Callable[[Address], bool]) -> Address:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as err:
-        raise FetchError(f"{host}: cannot resolve ({err})") from err
+    except (OSError, UnicodeError) as err:  # UnicodeError: a label over 63 characters (IDNA)
+        raise FetchError(f"{shown(host)}: cannot resolve ({err})") from err
     return checked_address(host, [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos], allowed)
 
 
@@ -150,7 +150,7 @@ def checked_address(host: str, addresses: list[Address], allowed: Callable[[Addr
     """
     refused = [str(ip) for ip in addresses if not allowed(ip)]
     if refused or not addresses:
-        raise BlockedAddress(f"{host} resolves to a non-public address ({', '.join(refused)}); not fetched")
+        raise BlockedAddress(f"{shown(host)} resolves to a non-public address ({', '.join(refused)}); not fetched")
     return addresses[0]
 
 
@@ -180,4 +180,4 @@ def _get(parts, ip: Address, port: int, timeout: float):
         return connection.getresponse(), connection
     except (OSError, http.client.HTTPException) as err:
         connection.close()
-        raise FetchError(f"{parts.geturl()}: {err}") from err
+        raise FetchError(f"{shown(parts.geturl())}: {err}") from err

@@ -5,7 +5,7 @@ body is read, and an oversized upload is refused from its
 ``Content-Length`` before any of it is read, and a chunked upload (no length) is cut off as soon
 as it passes the limit, instead of being spooled to disk first. ``RequestDeadline`` starts the
 ``--timeout`` clock when the headers are in, so a body that trickles in gets 408 instead of
-holding the request open. (Headers and open connections are bounded below the app, in
+holding the request open. ``NoSniff`` marks every response ``X-Content-Type-Options: nosniff``. (Headers and open connections are bounded below the app, in
 ``connections``.)
 """
 
@@ -157,6 +157,31 @@ class RequestDeadline:
             return message
 
         await self.app(scope, timed_receive, send)
+
+
+class NoSniff:
+    """ASGI middleware adding ``X-Content-Type-Options: nosniff`` to every response.
+
+    Without it a browser may guess a type from the bytes (an uploaded "image" that is really
+    HTML, echoed in an error or served back) and run it as a page on the server's origin.
+
+    Args:
+        app: the wrapped ASGI app.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_nosniff(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]}
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
 
 
 class ApiKeyGuard:
