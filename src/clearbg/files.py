@@ -132,6 +132,7 @@ def remove_files(
             else:
                 report.failed.append(Failure(record["uri"], record["error"]))
         bar.update(len(records))
+    bar.total = bar.n  # the listing is exhausted, so this is exact even if the counter lags behind
     if stop_counting is not None:
         stop_counting.set()
     bar.close()

@@ -179,6 +179,7 @@ def run_batch(
             # counts also holds photos the listing settled (done earlier, name taken): all advance the bar
             bar.update(sum(counts.values()) - bar.n)
         bar.update(sum(counts.values()) - bar.n)  # photos the listing settled after the last model batch
+        bar.total = bar.n  # the listing is exhausted, so this is exact even if the counter lags behind
     finally:
         if stop_counting is not None:
             stop_counting.set()
