@@ -70,6 +70,25 @@ def test_outputs_and_results_with_a_corrupt_photo(tmp_path, predictor, fashion):
     assert len(journal_lines(out)) == 5
 
 
+def _bar_lines(text: str) -> list[str]:
+    return text.replace("\r", "\n").strip().splitlines()
+
+
+def _last_bar(text: str) -> str:
+    return _bar_lines(text)[-1]
+
+
+def test_progress_bar_has_a_total_and_an_eta_also_when_resuming(tmp_path, predictor, fashion, capsys):
+    src = make_source(tmp_path / "src", fashion[:3], corrupt=False)
+    out = tmp_path / "out"
+    run_batch([str(src)], str(out), predictor, progress=True)
+    lines = _bar_lines(capsys.readouterr().err)
+    assert any("2/3" in line and "<" in line for line in lines[:-1]), lines  # mid-run: total and ETA
+    assert "3/3" in lines[-1] and "100%" in lines[-1] and "<00:00" in lines[-1], lines  # elapsed<remaining
+    run_batch([str(src)], str(out), predictor, progress=True)  # all done already: skipped ones count too
+    assert "3/3" in _last_bar(capsys.readouterr().err)
+
+
 def test_retry_failed_attempts_failures_again(tmp_path, predictor, fashion):
     src = make_source(tmp_path / "src", fashion[:2])
     out = tmp_path / "out"

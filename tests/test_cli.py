@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -156,3 +157,73 @@ def test_models_lists_each_entry_with_its_weights_state(tmp_path, monkeypatch):
     assert set(rows) >= {"u2netp.official", "u2net.official", "unet.scratch"}
     assert "not downloaded" in rows["u2netp.official"]
     assert "none: train it" in rows["unet.scratch"]
+
+
+def _commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    ctx = click.Context(group)
+    found = {}
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            found.update(_commands(command, f"{prefix}{name} "))
+        else:
+            found[f"{prefix}{name}"] = command
+    return found
+
+
+def test_every_model_option_says_it_takes_registry_uris():
+    # train's --model is an architecture to build, not a model to load.
+    loading = {name: command for name, command in _commands(cli).items() if name != "train"}
+    helps = {name: p.help for name, command in loading.items() for p in command.params if "--model" in p.opts}
+    assert {"remove", "batch", "serve", "export", "evaluate", "register", "web build"} <= set(helps)
+    assert {name for name, text in helps.items() if "models:/" not in text} == set()
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "JPG", "Jpeg"])
+def test_format_accepts_jpeg_and_any_case(fashion_photo, tmp_path, fmt):
+    fashion_photo.reduce(4).save(tmp_path / "p.png")
+    result = CliRunner().invoke(cli, ["remove", str(tmp_path / "p.png"), "--out", str(tmp_path / "o"), "--format", fmt])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "o" / "p.jpg").format == "JPEG"
+    batch = _commands(cli)["batch"]
+    assert next(p for p in batch.params if p.name == "fmt").type.convert(fmt, None, None) == "jpg"
+
+
+def test_mistyped_command_suggests_the_close_names():
+    runner = CliRunner()
+    top = runner.invoke(cli, ["remov", "x"])
+    assert top.exit_code == 2 and "No such command 'remov'. Did you mean 'remove'?" in top.output
+    nested = runner.invoke(cli, ["web", "biuld"])
+    assert nested.exit_code == 2 and "Did you mean 'build'?" in nested.output
+    far = runner.invoke(cli, ["xyzzy"])
+    assert far.exit_code == 2 and "No such command 'xyzzy'." in far.output and "Did you mean" not in far.output
+
+
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    import clearbg
+
+    assert clearbg.__version__ == version("clearbg")
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output == f"clearbg, version {clearbg.__version__}\n"
+
+
+def test_shell_completion_script_generates_and_completes_commands():
+    script = run_cli(env={**os.environ, "_CLEARBG_COMPLETE": "bash_source"})
+    assert script.returncode == 0, script.stderr
+    assert "complete -o nosort -F _clearbg_completion clearbg" in script.stdout
+    words = run_cli(env={**os.environ, "_CLEARBG_COMPLETE": "bash_complete", "COMP_WORDS": "clearbg rem",
+                         "COMP_CWORD": "1"})
+    assert words.stdout.split() == ["plain,remove"]
+
+
+def test_remove_progress_bar_has_a_total_and_an_eta(photo_folder, tmp_path, capsys):
+    from clearbg.removal.pipeline import remove_files
+    from clearbg.inference.predictor import Predictor
+
+    (photo_folder / "broken.jpg").unlink()
+    remove_files([str(photo_folder)], str(tmp_path / "out"), Predictor("u2netp", batch_size=1), progress=True)
+    lines = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    assert any("1/3" in line and "<" in line for line in lines[:-1]), lines  # mid-run: total and ETA
+    assert "3/3" in lines[-1] and "100%" in lines[-1] and "<00:00" in lines[-1], lines

@@ -107,8 +107,12 @@ def test_other_options_need_restart(tmp_path, folder_source):
     src, _ = folder_source
     out = tmp_path / "ds"
     prepare_dataset(str(src), str(out), _config(), workers=1)
-    with pytest.raises(DatasetError, match="--restart"):
+    with pytest.raises(DatasetError, match="--restart") as refused:
         prepare_dataset(str(src), str(out), _config(resize="pad"), workers=1)
+    # One line naming what changed, not a dump of every option.
+    message = str(refused.value)
+    assert 'resize "stretch" -> "pad"' in message and "another --out" in message
+    assert "\n" not in message and "mask_threshold" not in message and "sizes" not in message
     report = prepare_dataset(str(src), str(out), _config(resize="pad"), workers=1, restart=True)
     assert report.resumed == 0 and report.processed == 8
     assert read_info(str(out))["config"]["resize"] == "pad"
@@ -130,6 +134,23 @@ def test_csv_source_carries_its_columns(tmp_path, shared_data):
     for pair_id in expected.index:
         assert manifest.loc[pair_id, "product_type"] == expected.loc[pair_id, "product_type"]
         assert manifest.loc[pair_id, "split"] == expected.loc[pair_id, "split"]  # the source's split wins
+
+
+def test_every_pair_excluded_says_why_and_points_at_excluded_csv(tmp_path, shared_data, monkeypatch):
+    # Paths written relative to the working directory, not to the CSV's folder: none resolve.
+    rows = pd.read_csv(shared_data / "fashion" / "manifest.csv").head(3)
+    (tmp_path / "lists").mkdir()
+    csv = tmp_path / "lists" / "pairs.csv"
+    rows.assign(image="fashion/" + rows["image"], mask="fashion/" + rows["mask"]).to_csv(csv, index=False)
+    monkeypatch.chdir(shared_data)
+    out = tmp_path / "ds"
+    with pytest.raises(DatasetError) as refused:
+        prepare_dataset(str(csv), str(out), _config(), workers=1)
+    message = str(refused.value)
+    assert "all 3 excluded (unreadable_image 3)" in message
+    assert str(out / "excluded.csv") in message and str(tmp_path / "lists") in message
+    assert len(pd.read_csv(out / "excluded.csv")) == 3
+    assert not (out / "manifest.parquet").exists()
 
 
 def test_empty_source_is_a_clear_error(tmp_path):

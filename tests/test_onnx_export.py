@@ -168,3 +168,19 @@ def test_cli_remove_with_engine_and_errors(exported, photos, tmp_path):
     nocal = runner.invoke(cli, ["export", "--out", str(tmp_path / "x.onnx"), "--int8"])
     assert nocal.exit_code != 0 and "--calibration" in nocal.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_int8_calibration_skips_unreadable_photos_and_says_so(photos, tmp_path):
+    folder = tmp_path / "cal"
+    folder.mkdir()
+    photos[0].resize((64, 96)).save(folder / "a.jpg")
+    (folder / "b.jpg").write_bytes((folder / "a.jpg").read_bytes()[:100])  # truncated
+    runner = CliRunner()
+    args = ["export", "--model", "u2netp", "--int8", "--calibration", str(folder)]
+    result = runner.invoke(cli, [*args, "--out", str(tmp_path / "q.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "skipped calibration photo" in result.output and "b.jpg" in result.output
+    assert "calibrated on 1 photos" in result.output
+    (folder / "a.jpg").unlink()
+    none = runner.invoke(cli, [*args, "--out", str(tmp_path / "r.onnx")])
+    assert none.exit_code != 0 and "no readable calibration photo" in none.output and "b.jpg" in none.output

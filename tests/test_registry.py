@@ -307,8 +307,9 @@ def test_resolve_tracking_uri_prefers_explicit_then_env_then_runs(tmp_path, monk
     assert resolve_tracking_uri(out="elsewhere") == "http://127.0.0.1:5000"
     assert resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    with pytest.raises(ClearbgError, match="remote"):
+    with pytest.raises(ClearbgError, match="remote") as remote:
         resolve_tracking_uri(out="s3://bucket/runs")
+    assert "--set tracking_uri=" in str(remote.value) and "--tracking-uri" not in str(remote.value)  # train's way
 
 
 # --------------------------------------------------------------------------- what training produces
@@ -348,6 +349,28 @@ def test_rollback_swaps_champion_and_previous_champion(story, uri, client):
     assert _aliases(client, "shop")[CHAMPION] == "1"
     assert rollback("shop", tracking_uri=uri) == ("2", "1")  # and forward again
     assert _aliases(client, "shop") == {CHAMPION: "2", PREVIOUS_CHAMPION: "1", CHALLENGER: "3"}
+
+
+def test_rollback_with_nothing_to_roll_back_says_so(uri, client):
+    client.create_registered_model("solo")
+    runner = CliRunner()
+    none = runner.invoke(cli, ["promote", "--name", "solo", "--rollback", "--tracking-uri", uri])
+    assert none.exit_code == 1 and "nothing to roll back: solo has no champion yet" in none.output
+    client.create_model_version("solo", "file:///nowhere/model")
+    client.set_registered_model_alias("solo", CHAMPION, "1")
+    one = runner.invoke(cli, ["promote", "--name", "solo", "--rollback", "--tracking-uri", uri])
+    assert one.exit_code == 1
+    assert "nothing to roll back: no previous champion; the champion of solo is v1" in one.output
+
+
+def test_registry_errors_suggest_only_what_remove_has(tmp_path, monkeypatch, home):
+    # remove has no --tracking-uri: its advice must be the environment variable.
+    monkeypatch.chdir(tmp_path)  # no runs/mlflow.db here
+    result = CliRunner().invoke(cli, ["remove", str(tmp_path), "--out", str(tmp_path / "o"),
+                                      "--model", "models:/shop@champion"])
+    assert result.exit_code == 1 and "no MLflow store" in result.output
+    assert "set MLFLOW_TRACKING_URI" in result.output
+    assert "--tracking-uri" not in result.output
 
 
 # --------------------------------------------------------------------------- the CLI

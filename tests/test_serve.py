@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -32,12 +33,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(tmp: Path, *options: str):
+def _start(tmp: Path, *options: str, env: dict[str, str] | None = None):
     port = _free_port()
     log = open(tmp / f"serve-{port}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "clearbg", "serve", "--port", str(port), "--model", "u2netp", "--log-level", "warning", *options],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -57,7 +58,8 @@ def _start(tmp: Path, *options: str):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     # A 50 ms batch window makes concurrent requests batch reliably on a busy 2-core machine.
-    proc, url, log = _start(tmp_path_factory.mktemp("serve"), "--batch-wait-ms", "50", "--max-batch", "4", "--allow-url")
+    proc, url, log = _start(tmp_path_factory.mktemp("serve"), "--batch-wait-ms", "50", "--max-batch", "4", "--allow-url",
+                            "--header-timeout", "2")
     yield url
     proc.terminate()
     proc.wait(timeout=20)
@@ -66,11 +68,13 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory):
-    """Tight limits: key required, 200 kB uploads, 300k pixels, one request at a time, 0.5 s
-    timeout; a 3 s batch window keeps a valid request in flight until it times out."""
+    """Tight limits: key required (given as CLEARBG_API_KEY), 200 kB uploads, 300k pixels, one request at a time, 0.5 s
+    timeout, 1 s for headers, 4 connections; a 3 s batch window keeps a valid request in flight
+    until it times out."""
     proc, url, log = _start(
-        tmp_path_factory.mktemp("strict"), "--api-key", KEY, "--max-upload-mb", "0.2", "--max-pixels", "300000",
-        "--max-concurrency", "1", "--timeout", "0.5", "--batch-wait-ms", "3000",
+        tmp_path_factory.mktemp("strict"), "--max-upload-mb", "0.2", "--max-pixels", "300000",
+        "--max-concurrency", "1", "--timeout", "0.5", "--batch-wait-ms", "3000", "--header-timeout", "1",
+        "--max-connections", "4", env={"CLEARBG_API_KEY": KEY},
     )
     yield url
     proc.terminate()
@@ -246,6 +250,8 @@ def test_api_key_is_required_when_set(strict):
     ok = httpx.post(strict + "/v1.0/removebg", files={"image_file": text}, headers={"X-Api-Key": KEY})
     _error(ok, 415, "unsupported_media_type")
     assert httpx.get(strict + "/healthz").status_code == 200  # probes need no key
+    _error(httpx.get(strict + "/metrics"), 403, "auth_failed")  # traffic counters do
+    assert "requests" in httpx.get(strict + "/metrics", headers={"X-Api-Key": KEY}).json()
     off = httpx.post(strict + "/v1.0/removebg", data={"image_url": "http://example.com/a.jpg"}, headers={"X-Api-Key": KEY})
     _error(off, 400, "url_fetch_disabled")  # URL fetching is off by default
 
@@ -285,27 +291,116 @@ def test_busy_server_answers_503_and_slow_request_504(strict, photos):
     _error(results["first"], 504, "timeout")
 
 
-def test_model_that_cannot_load_keeps_readyz_failing_with_the_reason():
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "clearbg", "serve", "--port", str(port), "--model", "no-such-model",
-                             "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+def test_every_response_says_nosniff(server, strict, photos):
+    responses = [
+        _post(server, photos[4], "/v1/remove"), httpx.get(server + "/healthz"), httpx.get(server + "/docs"),
+        httpx.get(server + "/openapi.json"), _post(server, b"text"), httpx.get(server + "/nope"),
+        _post(strict, b"x"),                                                        # 403 from the key guard
+        httpx.post(strict + "/v1/remove", content=b"x" * 300_000, headers={"X-Api-Key": KEY}),  # 413 from the size guard
+        httpx.get(strict + "/metrics", headers={"X-Api-Key": KEY}),
+    ]
+    assert [r.headers.get("x-content-type-options") for r in responses] == ["nosniff"] * len(responses), \
+        [(r.status_code, r.url) for r in responses]
+
+
+def test_over_long_values_are_cut_short_in_errors(server, photos):
+    long = "z" * 5000
+    titles = [
+        _error(_post(server, photos[0], bg_color=long), 400, "invalid_parameter"),
+        _error(_post(server, photos[0], crop="true", crop_margin="1" * 5000 + "px"), 400, "invalid_parameter"),
+        _error(httpx.post(server + "/v1.0/removebg", data={"image_url": f"http://{long}.example/a.jpg"}), 400,
+               "url_fetch_failed"),
+    ]
+    for title in titles:
+        assert len(title) < 300 and "…" in title, title[:400]
+    assert "zzzz…" in titles[0] and "use hex" in titles[0]  # the advice after the value survives
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _drip(url: str, head: bytes, drip: bytes, seconds: float = 8.0) -> tuple[float, bytes]:
+    """Send ``head`` at once, then ``drip`` two bytes every 0.1 s until the server answers and
+    closes (or ``seconds`` pass); returns (seconds until closed, what the server sent)."""
+    sock = _connect(url)
+    sock.settimeout(0.05)
+    started, answer = time.monotonic(), b""
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = httpx.get(url + "/healthz", timeout=1)
+        sock.sendall(head)
+        for i in range(0, len(drip), 2):
+            if time.monotonic() - started > seconds:
                 break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
-        assert health.status_code == 200
-        deadline = time.monotonic() + 30
-        while "could not be loaded" not in (ready := httpx.get(url + "/readyz")).text:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        assert "no-such-model" in _error(ready, 503, "not_ready")
-        _error(httpx.post(url + "/v1/remove", files={"file": b"x"}), 503, "not_ready")
+            try:
+                sock.sendall(drip[i:i + 2])
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            except socket.timeout:
+                pass
+            except OSError:  # reset: the server closed while we were still sending
+                break
+            time.sleep(0.1)
+        return time.monotonic() - started, answer
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        sock.close()
+
+
+def test_slow_headers_are_cut_off_while_others_are_served(server, photos):
+    slow: dict[int, tuple[float, bytes]] = {}
+
+    def slowloris(i: int) -> None:
+        slow[i] = _drip(server, b"", b"POST /v1/remove HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 400)
+
+    threads = [threading.Thread(target=slowloris, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    served = _post(server, photos[3], "/v1/remove")  # a normal client, while they drip
+    for thread in threads:
+        thread.join()
+    assert served.status_code == 200
+    for seconds, answer in slow.values():
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert 1.5 < seconds < 5, seconds  # --header-timeout 2, then closed
+
+
+def test_slow_body_gets_408_within_the_timeout(strict):
+    head = (f"POST /v1/remove HTTP/1.1\r\nHost: x\r\nX-Api-Key: {KEY}\r\nContent-Length: 50000\r\n"
+            "Content-Type: multipart/form-data; boundary=abc\r\n\r\n--abc\r\n").encode()
+    seconds, answer = _drip(strict, head, b"x" * 1000)
+    assert seconds < 3  # --timeout 0.5 covers the upload; before, a trickle was never cut off
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 408") and b"connection: close" in status.lower()
+    assert b'"code":"request_timeout"' in body and b"--timeout" in body
+
+
+def test_connections_over_the_limit_get_503_at_once(strict):
+    idle = [_connect(strict) for _ in range(4)]  # --max-connections 4, none sends a byte
+    try:
+        extra = _connect(strict)
+        refused = extra.recv(4096)
+        assert refused.startswith(b"HTTP/1.1 503") and b"X-Content-Type-Options: nosniff" in refused
+        extra.close()
+        for sock in idle:  # --header-timeout 1 frees them
+            assert sock.recv(4096).startswith(b"HTTP/1.1 408")
+    finally:
+        for sock in idle:
+            sock.close()
+    assert httpx.get(strict + "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("model, expected", [("no-such-model", "known models"), ("bad.pth", "not a readable")])
+def test_unknown_or_unloadable_model_stops_serve_before_binding_the_port(tmp_path, model, expected):
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with socket.socket() as taken:
+        # Holding the port: a server that bound before loading would fail on the address instead.
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        run = subprocess.run([sys.executable, "-m", "clearbg", "serve", "--port", str(taken.getsockname()[1]),
+                              "--model", model], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode != 0
+    assert model in run.stderr and expected in run.stderr, run.stderr
+    assert "address already in use" not in run.stderr.lower()

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url, is_public
+from clearbg.serve.fetch import BlockedAddress, FetchError, checked_address, fetch_url, is_public
 
 PHOTO = b"\xff\xd8 pretend jpeg bytes"
 
@@ -54,9 +54,33 @@ def test_internal_addresses_are_not_public(address):
     assert not is_public(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111"])
+@pytest.mark.parametrize("address", [
+    "::127.0.0.1", "::10.0.0.1", "::169.254.169.254",        # IPv4-compatible
+    "::ffff:0:10.0.0.1",                                     # IPv4-translated (SIIT)
+    "2002:7f00:1::1", "2002:a00:1::", "2002:a9fe:a9fe::1",   # 6to4 of 127.0.0.1, 10.0.0.1, 169.254.169.254
+    "64:ff9b::127.0.0.1", "64:ff9b::10.0.0.1",               # NAT64 well-known prefix
+    "64:ff9b:1::a00:1", "64:ff9b:1:7f00:1::",                # NAT64 local-use prefix (any layout)
+    "2001:0:4136:e378:8000:63bf:f5ff:fffe",                  # Teredo, client 10.0.0.1
+    "2606:4700::5efe:a00:1", "2606:4700::200:5efe:7f00:1",   # ISATAP interface ids
+])
+def test_ipv6_forms_embedding_a_private_ipv4_are_not_public(address):
+    assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", [
+    "8.8.8.8", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1", "64:ff9b::8.8.8.8",
+])
 def test_public_addresses_are_public(address):
     assert is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("order", [["public", "private"], ["private", "public"]])
+def test_every_resolved_address_is_checked_not_only_the_first(order):
+    addresses = {"public": ipaddress.ip_address("93.184.216.34"), "private": ipaddress.ip_address("10.0.0.1")}
+    with pytest.raises(BlockedAddress, match="10.0.0.1"):
+        checked_address("shop.example", [addresses[name] for name in order])
+    both_public = [addresses["public"], ipaddress.ip_address("2606:4700:4700::1111")]
+    assert checked_address("shop.example", both_public) == addresses["public"]
 
 
 def test_default_policy_refuses_loopback_names_and_literals(origin):

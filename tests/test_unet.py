@@ -131,3 +131,22 @@ def test_inference_rewrites_keep_the_unet_output(fashion_photo):
         prob = model(x, fused_only=True)
     expected = (prob - prob.min()) / (prob.max() - prob.min())
     assert torch.allclose(actual, expected, atol=1e-4)
+
+
+def test_models_listing_and_readme_state_the_widths_the_code_builds(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from clearbg.cli import cli
+    from clearbg.models.unet import unet
+
+    model = unet()
+    widths = [down[-1].conv_s1.out_channels for down in model.downs]
+    words = f"widths {'-'.join(map(str, widths))}, {model.bottleneck[-1].conv_s1.out_channels}-wide bottleneck"
+    assert words == "widths 64-128-256-512, 1024-wide bottleneck"
+    monkeypatch.setenv("CLEARBG_HOME", str(tmp_path))
+    listing = CliRunner().invoke(cli, ["models"]).output
+    assert words in next(line for line in listing.splitlines() if line.startswith("unet.scratch"))
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert words in readme and "widths 64 to 1024" not in readme

@@ -9,9 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from importlib import metadata
+
 from clearbg.errors import ClearbgError
 
-__all__ = ["ClearbgError", "Remover", "create_model", "get_spec", "list_models", "remove"]
+__all__ = ["ClearbgError", "Remover", "__version__", "create_model", "get_spec", "list_models", "remove"]
+
+try:
+    __version__ = metadata.version("clearbg")
+except metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, never installed
+    __version__ = "0+unknown"
 
 # The model-side names pull in PyTorch (~1.5 s); data-only work (prepare, its worker
 # processes) should not pay for it, so they load on first use.

@@ -1,8 +1,25 @@
 """Every error clearbg raises on purpose: one root, one subclass per kind of problem.
 
 Messages name the input, say what was expected and what to do next. Lower-level errors are
-wrapped with ``raise ... from err`` so the cause stays visible.
+wrapped with ``raise ... from err`` so the cause stays visible. A value that came from outside
+(a request parameter, a URL) is shown through :func:`shown`, cut to a readable length.
 """
+
+SHOWN_CHARS = 80
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters with an ellipsis.
+
+    A message must name the bad input, but echoing a 5 MB parameter back in full makes the
+    error unreadable and turns the server into an amplifier.
+
+    Example:
+        >>> shown("#fff"), shown("z" * 100, limit=10)
+        ("'#fff'", "'zzzzzzzz…")
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ClearbgError(Exception):

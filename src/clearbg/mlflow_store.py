@@ -100,7 +100,7 @@ def resolve_tracking_uri(tracking_uri: str | None = None, out: str | os.PathLike
     if is_remote(str(out)):
         raise ClearbgError(
             f"out={out!r} is remote, so the default SQLite MLflow store cannot live there; set "
-            "tracking_uri / --tracking-uri (e.g. an MLflow server URL), or MLFLOW_TRACKING_URI"
+            "tracking_uri (--set tracking_uri=URL, e.g. an MLflow server) or MLFLOW_TRACKING_URI"
         )
     return default_tracking_uri(out)
 
@@ -131,6 +131,11 @@ def connect(uri: str) -> MlflowClient:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+# Every command reads the environment variable, while only some have --tracking-uri (remove, batch,
+# serve and export load models:/ URIs too and do not), so the advice names the variable.
+_STORE_HINT = "set MLFLOW_TRACKING_URI (e.g. MLFLOW_TRACKING_URI=sqlite:///path/to/runs/mlflow.db)"
+
+
 def open_store(tracking_uri: str | None, *, create: bool) -> tuple[MlflowClient, str]:
     """A client on the resolved store, for the model registry. Reading from a default SQLite
     file that does not exist fails with advice instead of silently creating an empty store.
@@ -142,12 +147,12 @@ def open_store(tracking_uri: str | None, *, create: bool) -> tuple[MlflowClient,
     uri = resolve_tracking_uri(tracking_uri)
     if is_off(uri):
         raise RegistryError(f"tracking URI {uri!r} turns MLflow off, but the model registry lives in MLflow; "
-                            "give a store (--tracking-uri or MLFLOW_TRACKING_URI)")
+                            f"give a store: {_STORE_HINT}")
     db = sqlite_path(uri)
     if db is not None and not create and not db.is_file():
         raise UnknownModel(
             f"no MLflow store at {db} (from {uri}); run from the folder you trained or registered in "
-            "(the store is runs/mlflow.db there), or set MLFLOW_TRACKING_URI / --tracking-uri"
+            f"(the store is runs/mlflow.db there), or {_STORE_HINT}"
         )
     return connect(uri), uri
 

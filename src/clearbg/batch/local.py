@@ -17,7 +17,7 @@ from tqdm import tqdm
 from clearbg import storage
 from clearbg.batch.journal import Journal
 from clearbg.errors import StorageError
-from clearbg.removal.pipeline import FORMATS, photo_record, remove_stream
+from clearbg.removal.pipeline import FORMATS, count_photos, photo_record, remove_stream
 from clearbg.inference.compose import OutputOptions
 from clearbg.inference.predictor import Predictor
 
@@ -168,6 +168,7 @@ def run_batch(
     journal, pending = open_run(inputs, out, retry_failed=retry_failed, counts=counts)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(desc="batch", unit="img", disable=not show, dynamic_ncols=True)
+    stop_counting = count_photos(inputs, bar) if show else None
     try:
         items = ((ref, output_for(out, ref, fmt)) for ref in pending)
         for records in remove_stream(items, predictor, options=options, fmt=fmt, quality=quality,
@@ -175,8 +176,13 @@ def run_batch(
             journal.add(records)
             for record in records:
                 counts[record["status"]] += 1
-            bar.update(len(records))
+            # counts also holds photos the listing settled (done earlier, name taken): all advance the bar
+            bar.update(sum(counts.values()) - bar.n)
+        bar.update(sum(counts.values()) - bar.n)  # photos the listing settled after the last model batch
+        bar.total = bar.n  # the listing is exhausted, so this is exact even if the counter lags behind
     finally:
+        if stop_counting is not None:
+            stop_counting.set()
         journal.close()
         bar.close()
     results = journal.write_results()

@@ -5,10 +5,13 @@ Commands are imported when called, so ``clearbg prepare`` does not pay for PyTor
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
 import click
+
+from clearbg import __version__
 
 # name -> "module:function" of each command
 COMMANDS = {
@@ -30,7 +33,19 @@ COMMANDS = {
 }
 
 
-class _LazyGroup(click.Group):
+class SuggestingGroup(click.Group):
+    """A group that answers a mistyped command with the closest names ("Did you mean ...?")."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {name!r}. Did you mean {' or '.join(repr(c) for c in close)}?")
+        return super().resolve_command(ctx, args)
+
+
+class _LazyGroup(SuggestingGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
 
@@ -42,7 +57,7 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="clearbg")
+@click.version_option(__version__, prog_name="clearbg")
 def cli() -> None:
     """clearbg: background removal for product photos, from data to serving."""
 
@@ -66,8 +81,10 @@ def missing_extra(err: ImportError) -> str | None:
 
 
 def main() -> None:
+    # One name however it is started (`clearbg`, `python -m clearbg`): usage lines say `clearbg`
+    # and shell completion always reads _CLEARBG_COMPLETE.
     try:
-        cli()
+        cli(prog_name="clearbg")
     except ImportError as err:
         fix = missing_extra(err)
         if fix is None:

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from clearbg.cli.options import OutputFormat
 from clearbg.errors import ClearbgError
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
 
@@ -13,10 +14,11 @@ from clearbg.models.specs import DEFAULT_MODEL, model_choices
 @click.command("batch")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, help="Output folder or s3:// prefix; mirrors the input tree.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=f"Registry name ({', '.join(model_choices())}) or a checkpoint path.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=f"Registry name ({', '.join(model_choices())}), .pth/.pt/.onnx checkpoint path or models:/NAME@ALIAS (MLflow registry).")
 @click.option("--mask", "mask_only", is_flag=True, help="Write the 8-bit greyscale mask instead of a cutout.")
 @click.option("--bg-color", default=None, help="Solid background instead of transparency, e.g. '#ffffff'.")
-@click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp"]), default="png", show_default=True)
+@click.option("--format", "fmt", type=OutputFormat(), default="png", show_default=True,
+              help="Output format, any case (jpeg = jpg).")
 @click.option("--batch-size", type=int, default=None, help="Photos per inference batch (default: cores on CPU, 8 on GPU).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Threads reading/decoding ahead and writing behind.")
 @click.option("--retry-failed", is_flag=True, help="Attempt photos that failed in an earlier run again.")

@@ -27,13 +27,14 @@ from clearbg.errors import ClearbgError
               help="train,val,test shares, e.g. 0.8,0.1,0.1 (the default when the source has no split column). "
                    "Given, it overrides the source's own split column.")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
-@click.option("--restart", is_flag=True, help="Forget an interrupted run in --out instead of resuming it.")
+@click.option("--restart", is_flag=True, help="Forget an earlier run in --out (interrupted, or with other options) and start over.")
 def prepare_command(source, out, sizes, layout, resize_mode, pad_color, soft_masks, mask_threshold, multilabel,
                     mismatch, split, workers, restart):
     """Check, clean and resize the photo/mask pairs of SOURCE into a training dataset.
 
     SOURCE is a folder or s3:// prefix (images/ + masks/, or Carvana-style NAME.jpg +
-    NAME_mask.gif) or a CSV with image and mask columns. The source is never modified.
+    NAME_mask.gif) or a CSV with image and mask columns (relative paths in it are relative
+    to the CSV's folder). The source is never modified.
     Writes manifest.parquet, excluded.csv (every dropped pair and why), report.html and
     <W>x<H>/{images,masks}/. A rerun resumes where an interrupted one stopped.
 

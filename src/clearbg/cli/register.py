@@ -9,7 +9,7 @@ from clearbg.errors import ClearbgError
 
 @click.command("register")
 @click.option("--model", "model", required=True,
-              help="Checkpoint (runs/x/checkpoints/best.pt, .pth, .onnx), registry name (u2netp) or MLflow URI (runs:/RUN_ID/model).")
+              help="Checkpoint (runs/x/checkpoints/best.pt, .pth, .onnx), registry name (u2netp) or MLflow URI (runs:/RUN_ID/model, models:/NAME@ALIAS).")
 @click.option("--name", required=True, help="Registered model name, e.g. shop (created on first use).")
 @click.option("--data", required=True, help="Held-out set to evaluate on: DATASET[:split] (default split: test).")
 @click.option("--alias", default="challenger", show_default=True, help="Alias for the new version.")

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from clearbg.cli.options import OutputFormat
 from clearbg.errors import ClearbgError
 from clearbg.inference.predictor import ENGINES, PRECISIONS
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
@@ -14,10 +15,11 @@ from clearbg.models.specs import DEFAULT_MODEL, model_choices
 @click.command("remove")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, help="Output folder or s3:// prefix; writes <stem>.<format>.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=f"Registry name ({', '.join(model_choices())}) or a .pth/.onnx checkpoint path.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help=f"Registry name ({', '.join(model_choices())}), .pth/.pt/.onnx checkpoint path or models:/NAME@ALIAS (MLflow registry).")
 @click.option("--mask", "mask_only", is_flag=True, help="Write the 8-bit greyscale mask instead of a cutout.")
 @click.option("--bg-color", default=None, help="Solid background instead of transparency, e.g. '#ffffff'.")
-@click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp"]), default="png", show_default=True)
+@click.option("--format", "fmt", type=OutputFormat(), default="png", show_default=True,
+              help="Output format, any case (jpeg = jpg).")
 @click.option("--quality", default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--canvas", default=None, help="Centre the product on a uniform canvas, e.g. 1000x1000.")
 @click.option("--margin", default=0.05, show_default=True, help="Canvas margin as a fraction of its side.")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from clearbg.cli import SuggestingGroup
 from clearbg.errors import ClearbgError
 from clearbg.models.specs import DEFAULT_MODEL
 
 
-@click.group("web")
+@click.group("web", cls=SuggestingGroup)
 def web_command() -> None:
     """The in-browser page: the model runs in the visitor's browser (onnxruntime-web)."""
 

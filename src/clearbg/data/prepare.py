@@ -38,7 +38,7 @@ from clearbg.data.manifest import (
     write_manifest,
     write_table_csv,
 )
-from clearbg.data.pairs import Pair, find_pairs
+from clearbg.data.pairs import Pair, find_pairs, resolve_layout
 from clearbg.data.resize import ResizeMode, resize_pair
 
 __all__ = ["JOURNAL_DIR", "PrepareConfig", "PrepareReport", "prepare_dataset", "split_for"]
@@ -134,8 +134,8 @@ def prepare_dataset(
         A :class:`PrepareReport` with counts per exclusion reason and the speed.
 
     Raises:
-        DatasetError: ``out`` holds a run with other options (use ``restart``), or the source
-            has no pairs at all.
+        DatasetError: ``out`` holds a run with other options (use ``restart``), the source
+            has no pairs at all, or every pair was excluded (``excluded.csv`` is still written).
         StorageError: Writing failed (e.g. a full disk); finished pairs stay in the journal.
 
     Example:
@@ -188,6 +188,10 @@ def prepare_dataset(
     if not records:
         raise DatasetError(f"no photo/mask pairs found in {source} (layout {config.layout})")
     kept, excluded = _finish(records, config)
+    if kept.empty:
+        # No dataset to write, but the list of what was dropped and why is what the user needs.
+        write_table_csv(excluded, storage.join(out, EXCLUDED))
+        raise DatasetError(_nothing_kept(source, out, config, excluded))
     _write_outputs(out, source, config, kept, excluded)
     return PrepareReport(
         out=out,
@@ -284,6 +288,7 @@ class _Journal:
     """
 
     def __init__(self, out: str) -> None:
+        self.out = out
         self.root = storage.join(out, JOURNAL_DIR)
         self.records: dict[str, dict[str, Any]] = {}
         self._buffer: list[dict[str, Any]] = []
@@ -299,8 +304,8 @@ class _Journal:
             run = earlier.pop("run")
             if earlier != wanted:
                 raise DatasetError(
-                    f"{self.root} holds a run with other options or another source "
-                    f"({json.dumps(earlier, sort_keys=True)}); rerun with --restart to start over, "
+                    f"{self.out} was prepared from another source or with other options "
+                    f"({_changes(earlier, wanted)}); rerun with --restart to prepare it again from scratch, "
                     "or choose another --out folder"
                 )
             self.folder = storage.join(self.root, f"run-{run}")
@@ -332,6 +337,29 @@ class _Journal:
         storage.write_bytes(storage.join(self.folder, f"part-{self._next_part:06d}.jsonl"), lines.encode())
         self._next_part += 1
         self._buffer = []
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``"resize 'pad' -> 'stretch', clean.mask_threshold 128 -> 100"``: only what differs, so the
+    user sees at a glance which option (or the source) changed instead of two full dumps."""
+    old_flat, new_flat = _flatten(old), _flatten(new)
+    keys = sorted(set(old_flat) | set(new_flat), key=lambda k: (k != "source", k))
+    return ", ".join(
+        f"{k} {json.dumps(old_flat.get(k))} -> {json.dumps(new_flat.get(k))}"
+        for k in keys if old_flat.get(k) != new_flat.get(k)
+    )
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    # "config." is dropped: the options are what the user typed, the nesting is ours.
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}" if key != "config" else ""
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}." if name else ""))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _list_names(folder: str, prefix: str) -> list[str]:
@@ -387,6 +415,8 @@ def _finish(records: dict[str, dict[str, Any]], config: PrepareConfig) -> tuple[
     ).sort_values(["reason", "id"], kind="stable")
 
     kept = frame[frame["reason"].isna()].copy()
+    if kept.empty:  # the columns below come from good pairs only; with none, there is nothing to select
+        return pd.DataFrame(columns=list(_OWN_COLUMNS)), excluded.reset_index(drop=True)
     kept["image"] = "images/" + kept["id"] + ".png"
     kept["mask"] = "masks/" + kept["id"] + ".png"
     given = kept["x_split"] if "x_split" in kept else pd.Series(None, index=kept.index, dtype=object)
@@ -398,6 +428,18 @@ def _finish(records: dict[str, dict[str, Any]], config: PrepareConfig) -> tuple[
     extras = {c: c[2:] for c in kept.columns if c.startswith("x_") and c[2:] not in _OWN_COLUMNS + tuple(stats)}
     kept = kept[list(_OWN_COLUMNS) + stats + list(extras)].rename(columns=extras)
     return kept.reset_index(drop=True), excluded.reset_index(drop=True)
+
+
+def _nothing_kept(source: str, out: str, config: PrepareConfig, excluded: pd.DataFrame) -> str:
+    counts = ", ".join(f"{reason} {n}" for reason, n in sorted(Counter(excluded["reason"]).items()))
+    message = (f"no pair of {source} was kept: all {len(excluded)} excluded ({counts}); "
+               f"{storage.join(out, EXCLUDED)} lists each pair and why")
+    if resolve_layout(source, config.layout) == "csv":
+        local = source.removeprefix("file://")
+        base = source.rsplit("/", 1)[0] if storage.is_remote(source) else os.path.dirname(os.path.abspath(local))
+        message += (f". Relative paths in a CSV are read from the CSV's own folder ({base}), "
+                    "not from the current directory: fix the paths, or use absolute paths or URIs")
+    return message
 
 
 def _write_outputs(out: str, source: str, config: PrepareConfig, kept: pd.DataFrame, excluded: pd.DataFrame) -> None:

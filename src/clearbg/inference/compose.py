@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from clearbg.errors import shown
+
 
 Color = tuple[int, int, int] | tuple[int, int, int, int]
 
@@ -26,7 +28,7 @@ def parse_color(text: str) -> Color:
             raise ValueError
         values = tuple(int(raw[i : i + 2], 16) for i in range(0, len(raw), 2))
     except ValueError:
-        raise ValueError(f"not a colour: {text!r}; use hex like #ffffff, #fff or #ffffff80, or white/black/grey") from None
+        raise ValueError(f"not a colour: {shown(text)}; use hex like #ffffff, #fff or #ffffff80, or white/black/grey") from None
     return values  # type: ignore[return-value]
 
 
@@ -78,7 +80,7 @@ class Canvas:
             w, _, h = text.lower().partition("x")
             return cls(int(w), int(h or w), margin)
         except ValueError:
-            raise ValueError(f"canvas size must look like 1000x1200 or 1000, got {text!r}") from None
+            raise ValueError(f"canvas size must look like 1000x1200 or 1000, got {shown(text)}") from None
 
     def place(self, image: Image.Image, alpha: Image.Image, color: Color | None = None) -> Image.Image:
         """Crop the product to its bounding box, scale it to fit inside the margins, centre it."""

@@ -137,6 +137,44 @@ def to_fp16(proto: "onnx.ModelProto") -> "onnx.ModelProto":  # noqa: F821
     return convert_float_to_float16(copy.deepcopy(proto), keep_io_types=True)
 
 
+def read_calibration(sources: Sequence[str], count: int) -> tuple[list[Image.Image], list[str]]:
+    """The first ``count`` readable photos under ``sources``, and why each unreadable one was skipped.
+
+    One broken file in a folder of calibration photos is no reason to abort an export: it is
+    skipped (and reported), and the next photo takes its place.
+
+    Args:
+        sources: photos or folders, local or s3://.
+        count: how many good photos to return at most.
+
+    Returns:
+        (photos, skipped), where each ``skipped`` entry is the photo's error message (it names the file).
+
+    Raises:
+        ExportError: no readable photo at all (the message lists what was skipped).
+        StorageError: a source does not exist or cannot be listed.
+
+    Example:
+        >>> photos, skipped = read_calibration(["photos/"], 16)  # doctest: +SKIP
+    """
+    from clearbg import imageio, storage
+
+    photos: list[Image.Image] = []
+    skipped: list[str] = []
+    for ref in storage.iter_images(sources):
+        if len(photos) >= count:
+            break
+        try:
+            photos.append(imageio.open_image(storage.read_bytes(ref.uri), name=ref.uri))
+        except ClearbgError as err:
+            skipped.append(str(err))
+    if not photos:
+        found = f"; skipped {len(skipped)} unreadable: {'; '.join(skipped[:3])}" if skipped else ""
+        raise ExportError(f"no readable calibration photo in {', '.join(sources)}{found}; "
+                          "--int8 needs at least one (a handful of representative photos is best)")
+    return photos, skipped
+
+
 def calibration_inputs(photos: Iterable[Image.Image], meta: OnnxMetadata) -> list[np.ndarray]:
     """Photos prepared exactly as the engine prepares them: one (1, 3, S, S) float32 each."""
     pre = meta.preprocess

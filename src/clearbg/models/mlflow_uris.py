@@ -31,7 +31,7 @@ from clearbg.models.weights import match_architecture
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.entities.model_registry import ModelVersion, RegisteredModel
     from torch import nn
 
 CHECKPOINT_FILE = "clearbg.pt"  # the plain checkpoint logged beside the pytorch flavour
@@ -154,17 +154,7 @@ def _is_logged_model_id(uri: str) -> bool:
 def find_version(client: MlflowClient, name: str, *, alias: str | None, version: str | None, uri: str) -> ModelVersion:
     from mlflow.exceptions import MlflowException
 
-    try:
-        registered = client.get_registered_model(name)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise RegistryError(f"reading registered model {name!r} failed in {uri}: {err.message}") from err
-        with mlflow_errors("listing registered models", uri):
-            known = sorted(m.name for m in client.search_registered_models(max_results=100))
-        raise UnknownModel(
-            f"no registered model {name!r} in {uri}; registered models: {', '.join(known) or 'none'} "
-            f"(create one with `clearbg register --model PATH --name {name} --data DATASET`)"
-        ) from err
+    registered = registered_model(client, name, uri)
     aliases = dict(registered.aliases or {})
     if alias is not None:
         if alias not in aliases:
@@ -178,6 +168,23 @@ def find_version(client: MlflowClient, name: str, *, alias: str | None, version:
         return client.get_model_version(name, version)
     except MlflowException as err:
         raise UnknownModel(f"registered model {name!r} has no version {version} in {uri}") from err
+
+
+def registered_model(client: MlflowClient, name: str, uri: str) -> RegisteredModel:
+    """The registered model ``name``; an unknown name lists the ones that exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"reading registered model {name!r} failed in {uri}: {err.message}") from err
+        with mlflow_errors("listing registered models", uri):
+            known = sorted(m.name for m in client.search_registered_models(max_results=100))
+        raise UnknownModel(
+            f"no registered model {name!r} in {uri}; registered models: {', '.join(known) or 'none'} "
+            f"(create one with `clearbg register --model PATH --name {name} --data DATASET`)"
+        ) from err
 
 
 def _cache_file(store_uri: str, key: str, label: str) -> Path:

@@ -101,7 +101,8 @@ add_spec(ModelSpec(
     preprocess=Preprocess(size=320),
     weights=None,  # no released weights: train it (`clearbg train --model unet --init scratch`)
     license="none (architecture only)",
-    source="Ronneberger et al. 2015 U-Net as in the Carvana seed (64..512 wide, transposed-conv upsampling)",
+    source="Ronneberger et al. 2015 U-Net as in the Carvana seed (widths 64-128-256-512, 1024-wide bottleneck, "
+           "transposed-conv upsampling)",
 ))
 
 DEFAULT_MODEL = "u2netp"

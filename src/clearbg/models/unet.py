@@ -123,5 +123,6 @@ class UNet(nn.Module):
 
 
 def unet(base: int = 64, upsampling: str = "transpose") -> UNet:
-    """The Carvana seed's U-Net: widths 64..512, transposed-conv upsampling (31.0 M parameters)."""
+    """The Carvana seed's U-Net: widths 64-128-256-512, 1024-wide bottleneck, transposed-conv
+    upsampling (31.0 M parameters)."""
     return UNet(base=base, upsampling=upsampling)

@@ -20,7 +20,7 @@ from clearbg.evaluate.run import Evaluation, evaluate_model
 from clearbg.evaluate.settings import EvalSettings
 from clearbg.evaluate.tracking import summary_metrics
 from clearbg.mlflow_store import experiment_id, log_metrics, log_params, mlflow_errors, open_store, using_tracking_uri
-from clearbg.models.mlflow_uris import find_version, resolve_model_uri
+from clearbg.models.mlflow_uris import find_version, registered_model, resolve_model_uri
 from clearbg.registry.register import CHALLENGER, CHAMPION, EVALUATION_ARTIFACTS, PREVIOUS_CHAMPION
 
 if TYPE_CHECKING:
@@ -251,13 +251,21 @@ def rollback(name: str, *, tracking_uri: str | None = None) -> tuple[str, str]:
         ``(champion, previous_champion)`` versions after the swap.
 
     Raises:
-        UnknownModel: no such model, or it has no ``champion`` / ``previous-champion``.
+        UnknownModel: no such model.
+        RegistryError: nothing to roll back (no ``champion``, or no ``previous-champion``).
 
     Example:
         >>> rollback("shop")  # doctest: +SKIP
         ('3', '4')
     """
     client, uri = open_store(tracking_uri, create=False)
+    aliases = dict(registered_model(client, name, uri).aliases or {})
+    if CHAMPION not in aliases:
+        raise RegistryError(f"nothing to roll back: {name} has no champion yet "
+                            f"(promote one first: clearbg promote --name {name} --data DATASET)")
+    if PREVIOUS_CHAMPION not in aliases:
+        raise RegistryError(f"nothing to roll back: no previous champion; the champion of {name} is "
+                            f"v{aliases[CHAMPION]} (a rollback undoes a promotion, and none replaced it)")
     current = find_version(client, name, alias=CHAMPION, version=None, uri=uri)
     previous = find_version(client, name, alias=PREVIOUS_CHAMPION, version=None, uri=uri)
     with mlflow_errors(f"rolling back {name}", uri):

@@ -1,8 +1,9 @@
 """HTTP serving: ``create_app`` builds the API, ``clearbg serve`` runs it with uvicorn.
 
 Modules, one job each: ``app`` (routes, errors, request flow), ``batching`` (micro-batcher),
-``render`` (remove.bg options -> response body), ``limits`` (settings, body-size and API-key
-guards), ``fetch`` (``image_url``, public addresses only),
+``render`` (remove.bg options -> response body), ``limits`` (settings, body-size, API-key and
+deadline guards), ``connections`` (header deadline and connection cap, below the app),
+``fetch`` (``image_url``, public addresses only),
 ``memory`` (flat RSS under load).
 
 Example::

@@ -10,15 +10,18 @@ Endpoints:
     ``GET /metrics``         JSON counters (requests, batches, largest batch, in flight).
     ``GET /docs``            this page (Swagger UI, served by the server itself); ``/openapi.json``.
 
-When the server has an API key, both removal endpoints need it in ``X-Api-Key``.
+When the server has an API key, both removal endpoints and ``/metrics`` need it in ``X-Api-Key``.
+Every response carries ``X-Content-Type-Options: nosniff``.
 Results carry ``X-Width``, ``X-Height``, ``X-Confidence`` (0-1: how sure the model is of the mask) and
 ``X-Batch-Size`` (how many requests shared the model call). Errors are JSON in remove.bg's
 shape ``{"errors": [{"title": ..., "code": ...}]}`` with 400 (bad image or parameter),
-403 (API key), 413 (body or pixels over the limit), 415 (not an image format we decode),
+403 (API key), 408 (the upload did not arrive within the timeout), 413 (body or pixels over the limit), 415 (not an image format we decode),
 503 (busy or model not loaded yet) or 504 (over the time limit).
 
-The model loads once per process, in the background: ``/healthz`` answers at once,
-``/readyz`` and the removal endpoints answer 503 until it is ready.
+The model loads once per process. ``clearbg serve`` loads it before binding the port, so a
+mistyped or broken model stops the process with an error. Given only a model name,
+``create_app`` loads it in the background: ``/healthz`` answers at once, ``/readyz`` and the
+removal endpoints answer 503 until it is ready.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import binascii
 import contextlib
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -47,18 +51,23 @@ from clearbg.serve.batching import MicroBatcher
 from clearbg.inference.confidence import confidence
 from clearbg.serve.docs import mount_docs
 from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url
-from clearbg.serve.limits import ApiKeyGuard, BodySizeLimit, ServeSettings
+from clearbg.serve.limits import DEADLINE, ApiKeyGuard, BodySizeLimit, NoSniff, RequestDeadline, ServeSettings
 from clearbg.serve.render import RenderOptions, Rendered, fit_size, render
 from clearbg.web.mount import mount_web
+
+if TYPE_CHECKING:  # annotations only; the module is imported where a Predictor is built
+    from clearbg.inference.predictor import Predictor
 
 _log = logging.getLogger(__name__)
 
 _CODES = {400: "invalid_request", 403: "auth_failed", 404: "not_found", 405: "method_not_allowed",
-          413: "file_too_large", 415: "unsupported_media_type", 503: "server_busy", 504: "timeout"}
+          408: "request_timeout", 413: "file_too_large", 415: "unsupported_media_type", 503: "server_busy", 504: "timeout"}
 
 
 REMOVE_PATHS = ("/v1.0/removebg", "/v1/remove")
-"""The endpoints that need the API key when one is set."""
+KEYED_PATHS = (*REMOVE_PATHS, "/metrics")
+"""The endpoints that need the API key when one is set: removal, and the counters (traffic
+volume is nobody else's business)."""
 
 # remove.bg's foreground types: accepted so its clients work unchanged, not used.
 _ForegroundType = Literal[
@@ -96,6 +105,7 @@ def create_app(
     device: str | None = None,
     precision: str = "auto",
     engine: str = "auto",
+    predictor: Predictor | None = None,
 ):
     """Build the ASGI app (FastAPI inside the upload-size guard).
 
@@ -104,10 +114,14 @@ def create_app(
         model: registry name, checkpoint path, clearbg ``.onnx`` or MLflow URI, loaded once
             when the app starts.
         device, precision, engine: see ``Predictor``.
+        predictor: ``model`` already loaded. ``clearbg serve`` loads it before binding the port,
+            so a mistyped or broken model stops the process instead of serving 503s; without it
+            the model loads in the background and ``/healthz`` answers meanwhile.
 
     Returns:
-        An ASGI app for uvicorn: FastAPI inside the body-size guard (and the API-key guard
-        when a key is set).
+        An ASGI app for uvicorn: FastAPI inside the body-size guard, the API-key guard when a
+        key is set, the request deadline (``--timeout`` from the headers on, upload included)
+        and the ``nosniff`` header.
 
     Example:
         >>> import uvicorn                                                         # doctest: +SKIP
@@ -117,7 +131,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        loader = asyncio.create_task(_load(state, model, device, precision, engine))
+        if predictor is not None:
+            loader = asyncio.create_task(_start_batcher(state, model, predictor))
+        else:
+            loader = asyncio.create_task(_load(state, model, device, precision, engine))
         yield
         loader.cancel()
         if state.batcher is not None:
@@ -138,7 +155,9 @@ def create_app(
     _add_routes(app, state)
     mount_web(app, model)  # GET /app/: the same model, run in the visitor's browser
     guarded = BodySizeLimit(app, settings.max_upload_bytes)
-    return ApiKeyGuard(guarded, settings.api_key, REMOVE_PATHS) if settings.api_key else guarded
+    if settings.api_key:
+        guarded = ApiKeyGuard(guarded, settings.api_key, KEYED_PATHS)
+    return NoSniff(RequestDeadline(guarded, settings.timeout_s))
 
 
 async def _load(state: _State, model: str, device: str | None, precision: str, engine: str) -> None:
@@ -150,6 +169,10 @@ async def _load(state: _State, model: str, device: str | None, precision: str, e
         state.load_error = f"model {model!r} could not be loaded: {err}"
         _log.error(state.load_error)
         return
+    await _start_batcher(state, model, predictor)
+
+
+async def _start_batcher(state: _State, model: str, predictor: Predictor) -> None:
     batcher = MicroBatcher(predictor.predict, max_batch=state.settings.max_batch, max_wait_ms=state.settings.max_wait_ms)
     await batcher.start()
     state.batcher = batcher
@@ -196,7 +219,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
 
     @app.get("/metrics", tags=["ops"], summary="Counters: requests, batches, in flight")
     async def metrics():
-        """Request and batching counters since start."""
+        """Request and batching counters since start (needs ``X-Api-Key`` when the server has a key)."""
         stats = state.batcher.stats if state.batcher else None
         return {
             **state.counts, "in_flight": state.in_flight,
@@ -207,6 +230,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
     @app.post("/v1.0/removebg", tags=["remove"], responses=image_responses, response_class=Response,
               summary="Remove the background (remove.bg's parameters)")
     async def removebg(
+        request: Request,
         image_file: UploadFile | None = File(default=None, description="The photo (JPEG, PNG, WebP, HEIC, ...)."),
         image_file_b64: str | None = Form(default=None, description="The photo, base64-encoded."),
         image_url: str | None = Form(default=None, description="Fetch the photo from a public http(s) URL "
@@ -229,11 +253,12 @@ def _add_routes(app: FastAPI, state: _State) -> None:
                                           channels=channels, format=format)
         except ValueError as err:
             raise ApiError(400, str(err), "invalid_parameter") from err
-        return await _process(state, data, options)
+        return await _process(state, data, options, request.scope[DEADLINE])
 
     @app.post("/v1/remove", tags=["remove"], responses=image_responses, response_class=Response,
               summary="Remove the background: photo in, PNG cutout out")
     async def remove(
+        request: Request,
         file: UploadFile = File(description="The photo."),
         format: Literal["png", "jpg", "webp"] = Form("png"),
         mask: bool = Form(False, description="Return the 8-bit mask instead of a cutout."),
@@ -245,7 +270,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             options = RenderOptions.parse(bg_color=bg_color, channels="alpha" if mask else "rgba", format=format)
         except ValueError as err:
             raise ApiError(400, str(err), "invalid_parameter") from err
-        return await _process(state, data, options)
+        return await _process(state, data, options, request.scope[DEADLINE])
 
 
 async def _fetch(state: _State, url: str) -> bytes:
@@ -275,7 +300,7 @@ async def _upload_bytes(upload: UploadFile | None, b64: str | None) -> bytes:
     return data
 
 
-async def _process(state: _State, data: bytes, options: RenderOptions) -> Response:
+async def _process(state: _State, data: bytes, options: RenderOptions, deadline: float) -> Response:
     state.counts["requests"] += 1
     if state.batcher is None:
         raise ApiError(503, state.load_error or "model is loading; retry shortly", "not_ready", {"Retry-After": "5"})
@@ -285,7 +310,9 @@ async def _process(state: _State, data: bytes, options: RenderOptions) -> Respon
                        {"Retry-After": "1"})
     state.in_flight += 1
     try:
-        rendered, score, batch = await asyncio.wait_for(_work(state, data, options), state.settings.timeout_s)
+        # What the upload left of --timeout (RequestDeadline started the clock at the headers).
+        left = max(deadline - time.monotonic(), 0.0)
+        rendered, score, batch = await asyncio.wait_for(_work(state, data, options), left)
     except TimeoutError:
         state.counts["timeouts"] += 1
         raise ApiError(504, f"Request took over {state.settings.timeout_s:g} s", "timeout") from None

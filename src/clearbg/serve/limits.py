@@ -1,15 +1,20 @@
-"""What the server accepts: its settings, and the request-body size guard.
+"""What the server accepts: its settings, and the guards around the app.
 
-Both guards are raw ASGI middleware, so a request without the API key is refused before its
+The guards are raw ASGI middleware, so a request without the API key is refused before its
 body is read, and an oversized upload is refused from its
 ``Content-Length`` before any of it is read, and a chunked upload (no length) is cut off as soon
-as it passes the limit, instead of being spooled to disk first.
+as it passes the limit, instead of being spooled to disk first. ``RequestDeadline`` starts the
+``--timeout`` clock when the headers are in, so a body that trickles in gets 408 instead of
+holding the request open. ``NoSniff`` marks every response ``X-Content-Type-Options: nosniff``. (Headers and open connections are bounded below the app, in
+``connections``.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import time
 from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
@@ -24,7 +29,11 @@ class ServeSettings:
     Attributes:
         max_upload_bytes: largest request body (413 above it).
         max_pixels: largest photo, width * height from its header (413 above it).
-        timeout_s: most seconds one request may take from upload to answer (504 after).
+        timeout_s: most seconds one request may take from its headers to the answer: the
+            upload must be in by then (408 otherwise), the answer too (504 otherwise).
+        header_timeout_s: most seconds from connecting (or a kept-alive request's first byte)
+            to the end of the request headers (408 and closed after).
+        max_connections: open connections at most; one more is answered 503 and closed.
         max_concurrency: requests being processed at once; more are refused with 503 at once
             (with ``Retry-After``) instead of queueing without bound.
         max_batch, max_wait_ms: micro-batching (see ``MicroBatcher``).
@@ -40,13 +49,20 @@ class ServeSettings:
     max_wait_ms: float = 5.0
     api_key: str | None = None
     allow_url: bool = False
+    header_timeout_s: float = 10.0
+    max_connections: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "max_concurrency", "max_batch"):
+        for name in ("max_upload_bytes", "max_pixels", "max_concurrency", "max_batch", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+        for name in ("timeout_s", "header_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_connections < self.max_concurrency:
+            raise ValueError(f"max_connections ({self.max_connections}) is below max_concurrency "
+                             f"({self.max_concurrency}), so that many requests could never be in flight; "
+                             "raise max_connections")
 
 
 def error_body(status: int, title: str, code: str) -> bytes:
@@ -98,6 +114,74 @@ class BodySizeLimit:
         })
         await send({"type": "http.response.body", "body": body})
 
+
+
+DEADLINE = "clearbg.deadline"
+"""Scope key: the ``time.monotonic()`` by which the request must be answered."""
+
+
+class RequestDeadline:
+    """ASGI middleware: the request must be answered ``timeout_s`` after its headers arrived.
+
+    It records the deadline in the scope (``DEADLINE``) for the app's own 504, and answers 408
+    when the body is not all in by then, so an upload sent a few bytes at a time cannot hold a
+    request open. The 408 closes the connection (the rest of the body is never read).
+
+    Args:
+        app: the wrapped ASGI app.
+        timeout_s: seconds from the headers to the answer.
+    """
+
+    def __init__(self, app, timeout_s: float):
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        deadline = scope[DEADLINE] = time.monotonic() + self.timeout_s
+        body_done = False
+
+        async def timed_receive():
+            nonlocal body_done
+            if body_done:  # later receives wait for a disconnect, which is no upload
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                # An HTTPException reaches the app's JSON error handler, like BodySizeLimit's 413.
+                raise HTTPException(408, f"Request body not received within {self.timeout_s:g} s (the server's "
+                                         "--timeout); send it faster, or ask for a longer timeout",
+                                    headers={"Connection": "close"}) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed_receive, send)
+
+
+class NoSniff:
+    """ASGI middleware adding ``X-Content-Type-Options: nosniff`` to every response.
+
+    Without it a browser may guess a type from the bytes (an uploaded "image" that is really
+    HTML, echoed in an error or served back) and run it as a page on the server's origin.
+
+    Args:
+        app: the wrapped ASGI app.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_nosniff(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]}
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
 
 
 class ApiKeyGuard:

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from clearbg import imageio
+from clearbg.errors import shown
 from clearbg.inference.compose import Color, alpha_from_prob, cutout, on_color, parse_color
 
 SIZES: dict[str, int | None] = {
@@ -74,11 +75,11 @@ class RenderOptions:
         """
         size, channels, format = size.lower(), channels.lower(), format.lower()
         if size not in SIZES:
-            raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+            raise ValueError(f"size must be one of {', '.join(SIZES)}, got {shown(size)}")
         if channels not in CHANNELS:
-            raise ValueError(f"channels must be rgba or alpha, got {channels!r}")
+            raise ValueError(f"channels must be rgba or alpha, got {shown(channels)}")
         if format not in FORMATS:
-            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {shown(format)}")
         color = parse_color(bg_color) if bg_color else None
         return cls(size, crop, parse_margin(crop_margin), color, channels, format)
 
@@ -97,17 +98,17 @@ def parse_margin(text: str) -> tuple[tuple[float, str], ...]:
     for part in parts:
         match = re.fullmatch(r"(\d+(?:\.\d+)?)(px|%)?", part.strip().lower())
         if not match:
-            raise ValueError(f"crop_margin values look like 30px or 10%, got {part!r}")
+            raise ValueError(f"crop_margin values look like 30px or 10%, got {shown(part)}")
         value, unit = float(match.group(1)), match.group(2) or "px"
         if value > (500 if unit == "px" else 50):
-            raise ValueError(f"crop_margin {part!r} is over the maximum of 500px or 50%")
+            raise ValueError(f"crop_margin {shown(part)} is over the maximum of 500px or 50%")
         values.append((value, unit))
     if len(values) == 1:
         values *= 4
     elif len(values) == 2:
         values *= 2
     elif len(values) != 4:
-        raise ValueError(f"crop_margin takes 1, 2 or 4 values, got {text!r}")
+        raise ValueError(f"crop_margin takes 1, 2 or 4 values, got {shown(text)}")
     return tuple(values)
 
 
