@@ -17,6 +17,7 @@ from PIL import Image
 
 from clearbg.batch import RESULT_COLUMNS, Journal, run_batch
 from clearbg.errors import StorageError
+from clearbg.imageio import is_temp_name, temp_name
 from clearbg.inference.predictor import Predictor
 
 
@@ -130,7 +131,7 @@ def test_kill_9_mid_run_then_rerun_does_each_photo_exactly_once(tmp_path, fashio
     assert 2 <= len(first) < len(photos), "killed too late to test anything"
     assert not (out / "results.parquet").exists()
     # What a kill inside atomic_write_bytes leaves behind; the rerun must clear it.
-    (out / "ccp_9999.png.k1ll3d.tmp").write_bytes(b"half")
+    (out / temp_name("ccp_9999.png")).write_bytes(b"half")
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
@@ -139,11 +140,31 @@ def test_kill_9_mid_run_then_rerun_does_each_photo_exactly_once(tmp_path, fashio
     assert len(relpaths) == len(set(relpaths)) == len(photos), "a photo was journaled twice or lost"
     table = pd.read_parquet(out / "results.parquet")
     assert len(table) == len(photos) and (table.status == "ok").all()
-    assert not list(out.rglob("*.tmp"))
+    assert not [p for p in out.rglob("*") if is_temp_name(p.name)]
     for output in table.output:
         with Image.open(output) as im:
             im.load()  # a truncated file would raise here
     assert f"{len(photos) - len(first)} ok, 0 failed, {len(first)} already done" in rerun.stderr
+
+
+def test_rerun_removes_only_the_temp_files_clearbg_made(tmp_path, predictor):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "bad.jpg").write_bytes(b"not a photo")  # enough for a journal; no model call needed
+    out = tmp_path / "out"
+    run_batch([str(src)], str(out), predictor, progress=False)
+    (out / "sub").mkdir()
+    users = [out / "x.jpg.tmp", out / "a.1.tmp", out / "sub" / "notes.abc123.tmp", out / ".x.png.tmp"]
+    for path in users:
+        path.write_bytes(b"the user's own file")
+    leftovers = [out / temp_name("a.png"), out / "sub" / temp_name("b" * 250 + ".png")]
+    for path in leftovers:
+        path.write_bytes(b"half an output")
+
+    run_batch([str(src)], str(out), predictor, progress=False)
+    assert all(path.read_bytes() == b"the user's own file" for path in users)
+    assert not any(path.exists() for path in leftovers)
+    assert all(len(path.name.encode()) <= 255 for path in leftovers)
 
 
 def test_s3_in_and_out(s3_bucket, s3_client, predictor, fashion):

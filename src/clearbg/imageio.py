@@ -21,8 +21,9 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
+import re
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -447,13 +448,41 @@ def encode_image(image: Image.Image, fmt: str, *, quality: int = 95) -> bytes:
     return buffer.getvalue()
 
 
+TEMP_PREFIX = ".clearbg-tmp-"
+"""Start of every temp file clearbg writes beside an output: hidden (folder walks skip it) and
+distinctive, so clean-up after a crash can never match a user's own file."""
+
+_TEMP_NAME = re.compile(r"^\.clearbg-tmp-[0-9a-f]{32}-")
+
+# Temp names must stay under NAME_MAX (255 bytes on Linux) however long the target's name is.
+_TEMP_NAME_BYTES = 255 - len(TEMP_PREFIX) - 33
+
+
+def temp_name(name: str) -> str:
+    """A fresh temp file name for an output called ``name``: ``.clearbg-tmp-<uuid4 hex>-<name>``.
+
+    The target's name is kept (cut to fit NAME_MAX) only so a leftover says what it was for.
+
+    Example:
+        >>> temp_name("a.png")  # doctest: +SKIP
+        '.clearbg-tmp-3f2b...e1-a.png'
+    """
+    tail = os.fsencode(name)[:_TEMP_NAME_BYTES]
+    return f"{TEMP_PREFIX}{uuid.uuid4().hex}-{os.fsdecode(tail)}"
+
+
+def is_temp_name(name: str) -> bool:
+    """True only for names made by ``temp_name``: what a killed write may leave behind."""
+    return bool(_TEMP_NAME.match(name))
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     The bytes go to a temporary file beside the target (same directory, so the final rename
-    cannot cross filesystems), are flushed and fsynced, then renamed over the target with
-    ``os.replace``. Missing parent directories are created. The new file keeps the mode of the
-    file it replaces, else gets 0o644 (``mkstemp`` alone would leave 0o600).
+    cannot cross filesystems; named by ``temp_name``), are flushed and fsynced, then renamed over
+    the target with ``os.replace``. Missing parent directories are created. The new file keeps
+    the mode of the file it replaces, else gets 0o644.
 
     Args:
         path: the file to create or replace.
@@ -469,7 +498,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp_name = str(path.parent / temp_name(path.name))
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as err:
         raise StorageError(
             f"{path}: cannot create a file in {path.parent} ({err.strerror or err})"

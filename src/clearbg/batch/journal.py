@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from typing import Any, Iterator
 
 import pandas as pd
 
-from clearbg import storage
+from clearbg import imageio, storage
 
 BATCH_DIR = ".batch"
 RESULTS_NAME = "results.parquet"
 RESULT_COLUMNS = ("relpath", "uri", "status", "error", "confidence", "seconds", "output")
-
-# atomic_write_bytes leaves "<name>.<random>.tmp" beside the target when killed mid-write.
-_TEMP_NAME = re.compile(r"^.+\.[A-Za-z0-9_]+\.tmp$")
 
 
 class Journal:
@@ -134,7 +130,10 @@ class Journal:
 
 
 def remove_temp_files(out: str) -> int:
-    """Delete temp files a killed local run left in ``out`` (``<name>.<random>.tmp``).
+    """Delete temp files a killed local run left in ``out``.
+
+    Only names made by ``imageio.temp_name`` (``.clearbg-tmp-<uuid>-<name>``) are touched: a
+    user's own ``x.jpg.tmp`` or ``a.1.tmp`` in the output folder stays.
 
     Returns:
         How many were removed.
@@ -142,7 +141,7 @@ def remove_temp_files(out: str) -> int:
     removed = 0
     for folder, _dirs, files in os.walk(out):
         for name in files:
-            if _TEMP_NAME.match(name):
+            if imageio.is_temp_name(name):
                 os.remove(os.path.join(folder, name))
                 removed += 1
     return removed
