@@ -13,9 +13,11 @@ import time
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
 from clearbg.batch import RESULT_COLUMNS, Journal, run_batch
+from clearbg.cli import cli
 from clearbg.errors import StorageError
 from clearbg.imageio import is_temp_name, temp_name
 from clearbg.inference.predictor import Predictor
@@ -165,6 +167,118 @@ def test_rerun_removes_only_the_temp_files_clearbg_made(tmp_path, predictor):
     assert all(path.read_bytes() == b"the user's own file" for path in users)
     assert not any(path.exists() for path in leftovers)
     assert all(len(path.name.encode()) <= 255 for path in leftovers)
+
+
+def test_batch_refuses_an_out_folder_that_would_overwrite_or_reread_its_inputs(tmp_path, predictor, fashion):
+    src = tmp_path / "shoot"
+    src.mkdir()
+    Image.open(fashion[0]).convert("RGBA").save(src / "p.png")
+    before = (src / "p.png").read_bytes()
+    cases = {
+        str(src): "is the input folder",
+        str(src / "cut"): "is inside the input folder",
+        str(tmp_path): "is inside --out",  # mirrored: DST/shoot/... would be the input folder itself
+    }
+    for out, why in cases.items():
+        with pytest.raises(StorageError, match=why):
+            run_batch([str(src)], out, predictor, progress=False)
+    assert sorted(p.name for p in src.iterdir()) == ["p.png"] and (src / "p.png").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shoot"]  # no journal, no results anywhere
+    result = CliRunner().invoke(cli, ["batch", str(src), "--out", str(src)])
+    assert result.exit_code == 1 and "choose an --out folder outside" in result.output
+
+
+def test_batch_refuses_an_s3_out_prefix_inside_the_input_prefix(s3_bucket, s3_client, predictor, fashion):
+    bucket = s3_bucket.removeprefix("s3://")
+    s3_client.upload_file(fashion[0], bucket, "raw/a.jpg")
+    with pytest.raises(StorageError, match="inside the input folder"):
+        run_batch([f"{s3_bucket}/raw"], f"{s3_bucket}/raw/cut/", predictor, progress=False)
+    with pytest.raises(StorageError, match="is inside --out"):
+        run_batch([f"{s3_bucket}/raw/"], s3_bucket, predictor, progress=False)
+    assert [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]] == ["raw/a.jpg"]
+
+
+def test_batch_reports_an_unreadable_folder_and_broken_links_and_goes_on(tmp_path, fashion, without_root_override):
+    src = make_source(tmp_path / "src", fashion[:3], corrupt=False)  # sub/ holds two, the third is at the top
+    locked = src / "a_locked"  # listed first: everything after it must still be done
+    locked.mkdir()
+    shutil.copy(fashion[3], locked / "x.jpg")
+    (src / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (src / "loop.jpg").symlink_to("loop.jpg")
+    out = tmp_path / "out"
+    command = [*without_root_override, sys.executable, "-m", "clearbg", "batch", str(src), "--out", str(out),
+               "--batch-size", "2", "--format", "webp"]
+    locked.chmod(0)
+    try:
+        first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finally:
+        locked.chmod(0o755)
+    assert first.returncode == 1 and "Traceback" not in first.stderr, first.stderr
+    assert "3 ok, 3 failed, 0 already done" in first.stderr
+    table = pd.read_parquet(out / "results.parquet").set_index("relpath")
+    assert sorted(table.index) == sorted(["a_locked", "dangling.jpg", "loop.jpg", "sub/" + os.path.basename(fashion[0]),
+                                          "sub/" + os.path.basename(fashion[1]), os.path.basename(fashion[2])])
+    assert (table.status == "failed").sum() == 3
+    assert "Permission denied" in table.loc["a_locked", "error"]
+    assert "No such file" in table.loc["dangling.jpg", "error"]
+    assert "Too many levels of symbolic links" in table.loc["loop.jpg", "error"]
+    # The rerun only skips, yet three are still failed: it names them and exits non-zero.
+    assert again.returncode == 1 and "0 ok, 1 failed, 5 already done" in again.stderr, again.stderr
+    failed = [line for line in again.stderr.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 3 and "3 still failed" in again.stderr
+    assert any("a_locked" in line and "Permission denied" in line for line in failed)
+
+
+def test_rerun_that_only_skips_still_names_the_failures_and_exits_nonzero(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(25):
+        (src / f"bad{i:02}.jpg").write_bytes(b"not a photo")
+    runner = CliRunner()
+    first = runner.invoke(cli, ["batch", str(src), "--out", str(tmp_path / "out"), "--model", "u2netp"])
+    again = runner.invoke(cli, ["batch", str(src), "--out", str(tmp_path / "out"), "--model", "u2netp"])
+    assert first.exit_code == again.exit_code == 1
+    assert "0 ok, 0 failed, 25 already done" in again.output
+    failed = [line for line in again.output.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 20 and "bad00.jpg" in failed[0] and "not an image" in failed[0]
+    assert "25 still failed (5 more not shown)" in again.output and "results.parquet" in again.output
+
+
+def test_photo_too_large_for_the_format_fails_alone_and_the_rerun_finishes(tmp_path, predictor, fashion):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(fashion[0], src / "a.jpg")
+    Image.new("RGB", (8, 70000), "white").save(src / "tall.png")  # JPEG stores 65500 px a side
+    out = tmp_path / "out"
+    summary = run_batch([str(src)], str(out), predictor, fmt="jpg", progress=False)
+    assert (summary.ok, summary.failed) == (1, 1)
+    [failure] = summary.failures
+    assert failure["relpath"] == "tall.png" and "8x70000" in failure["error"] and "too large for JPEG" in failure["error"]
+    assert sorted(p.name for p in out.iterdir()) == [".batch", "a.jpg", "results.parquet"]
+    again = run_batch([str(src)], str(out), predictor, fmt="jpg", progress=False)
+    assert (again.ok, again.failed, again.skipped) == (0, 0, 2)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_journal_keeps_the_latest_record_so_a_fixed_photo_is_not_redone(where, tmp_path, request, predictor, fashion):
+    if where == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        src, out = f"{bucket}/raw/", f"{bucket}/cut/"
+        put = lambda data: request.getfixturevalue("s3_client").put_object(  # noqa: E731
+            Bucket=bucket.removeprefix("s3://"), Key="raw/p.jpg", Body=data)
+    else:
+        src, out = str(tmp_path / "raw"), str(tmp_path / "cut")
+        os.makedirs(src)
+        put = (tmp_path / "raw" / "p.jpg").write_bytes
+    put(b"corrupt upstream")
+    assert run_batch([src], out, predictor, progress=False).failed == 1
+    put(open(fashion[0], "rb").read())  # fixed upstream
+    assert run_batch([src], out, predictor, retry_failed=True, progress=False).ok == 1
+    # The latest record says ok: retrying failures again must leave it alone.
+    third = run_batch([src], out, predictor, retry_failed=True, progress=False)
+    assert (third.ok, third.failed, third.skipped) == (0, 0, 1) and third.failures == []
+    assert [r["status"] for r in Journal(out).records()] == ["failed", "ok"]
 
 
 def test_s3_in_and_out(s3_bucket, s3_client, predictor, fashion):

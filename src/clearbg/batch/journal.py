@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
@@ -114,19 +114,23 @@ class Journal:
 
     # ------------------------------------------------------------------ results
 
-    def write_results(self) -> str:
+    def write_results(self, extra: Iterable[dict[str, Any]] = ()) -> tuple[str, list[dict[str, Any]]]:
         """Compact the journal into ``DST/results.parquet``: one row per item, its latest record.
 
+        Args:
+            extra: rows that are not journaled (this run's listing failures), added last.
+
         Returns:
-            The URI written.
+            The URI written, and its failed rows in relpath order.
         """
         latest: dict[str, dict[str, Any]] = {}
-        for record in self.records():
+        for record in [*self.records(), *extra]:
             latest[record["relpath"]] = record
-        table = pd.DataFrame([latest[k] for k in sorted(latest)], columns=list(RESULT_COLUMNS))
+        rows = [latest[k] for k in sorted(latest)]
+        table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
         uri = storage.join(self.out, RESULTS_NAME)
         storage.write_bytes(uri, table.to_parquet(index=False))
-        return uri
+        return uri, [row for row in rows if row["status"] != "ok"]
 
 
 def remove_temp_files(out: str) -> int:

@@ -6,8 +6,11 @@ import sys
 
 import click
 
-from clearbg.errors import ClearbgError
+from clearbg.errors import ClearbgError, printable
 from clearbg.models.registry import DEFAULT_MODEL, model_choices
+
+SHOW_FAILURES = 20
+"""Failed photos named on the terminal; results.parquet has them all."""
 
 
 @click.command("batch")
@@ -62,11 +65,19 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
         else:
             summary = run_batch(inputs, out_dir, Predictor(model, device=device, batch_size=batch_size), **common)
     except (ClearbgError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+        raise click.ClickException(printable(str(err))) from err
     click.echo(
         f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done in {summary.seconds:.1f} s "
-        f"({summary.rate:.1f} img/s) -> {summary.results}",
+        f"({summary.rate:.1f} img/s) -> {printable(summary.results)}",
         err=True,
     )
-    if summary.failed:
+    # Failures of earlier runs count too: a rerun that only skips must not look like success.
+    for row in summary.failures[:SHOW_FAILURES]:
+        reason = row["error"] if row["error"].startswith(row["uri"]) else f"{row['uri']}: {row['error']}"
+        click.echo(f"FAILED {printable(reason)}", err=True)
+    if summary.failures:
+        more = len(summary.failures) - SHOW_FAILURES
+        shown = f" ({more} more not shown)" if more > 0 else ""
+        click.echo(f"{len(summary.failures)} still failed{shown}, all listed in {printable(summary.results)}; "
+                   "fix them, then rerun with --retry-failed", err=True)
         sys.exit(1)
