@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -147,6 +148,55 @@ def test_kill_9_mid_run_then_rerun_does_each_photo_exactly_once(tmp_path, fashio
         with Image.open(output) as im:
             im.load()  # a truncated file would raise here
     assert f"{len(photos) - len(first)} ok, 0 failed, {len(first)} already done" in rerun.stderr
+
+
+def test_kill_9_at_random_points_then_rerun_leaves_one_output_and_row_per_photo(tmp_path, fashion):
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")  # shown on failure: random.Random(seed) replays the same kill points
+    rng = random.Random(seed)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    names = []
+    for i, photo in enumerate(fashion[:6]):  # tiny photos: the model is not what is under test
+        name = ("sub/" if i < 2 else "") + os.path.basename(photo)
+        Image.open(photo).convert("RGB").resize((64, 96)).save(src / name)
+        names.append(name)
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    planted = {out / "x.jpg.tmp": b"mine", out / "a.1.tmp": b"mine too", out / "sub" / "a.1.tmp": b"and this"}
+    for path, data in planted.items():
+        path.write_bytes(data)
+    command = [sys.executable, "-m", "clearbg", "batch", str(src), "--out", str(out), "--batch-size", "1",
+               "--workers", "1", "--model", "u2netp"]
+
+    for _ in range(3):
+        done = len(journal_lines(out))
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Wait for 0..all remaining photos to be journaled, then kill a random moment later:
+        # during start-up and temp clean-up, mid-write, between a write and its journal line.
+        wait_for = done + rng.randint(0, len(names) - done)
+        deadline = time.monotonic() + 60
+        while len(journal_lines(out)) < wait_for and proc.poll() is None:
+            assert time.monotonic() < deadline, "the batch made no progress"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.4))
+        proc.kill()
+        proc.wait()
+        assert all(path.read_bytes() == data for path, data in planted.items()), "a user file was removed"
+
+    final = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    relpaths = [r["relpath"] for r in journal_lines(out)]
+    assert sorted(relpaths) == sorted(names), "a photo was journaled twice or lost"
+    table = pd.read_parquet(out / "results.parquet")
+    assert sorted(table.relpath) == sorted(names) and (table.status == "ok").all()
+    assert all(path.read_bytes() == data for path, data in planted.items()), "a user file was removed"
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and ".batch" not in p.parts}
+    outputs = {name.rsplit(".", 1)[0] + ".png" for name in names}
+    assert files == outputs | {"results.parquet"} | {p.relative_to(out).as_posix() for p in planted}
+    for name in outputs:
+        with Image.open(out / name) as im:
+            im.load()  # whole, not cut short
 
 
 def test_rerun_removes_only_the_temp_files_clearbg_made(tmp_path, predictor):
