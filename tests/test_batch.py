@@ -280,6 +280,17 @@ def test_batch_reports_an_unreadable_folder_and_broken_links_and_goes_on(tmp_pat
     assert any("a_locked" in line and "Permission denied" in line for line in failed)
 
 
+def test_missing_input_is_one_failure_and_the_other_inputs_still_run(tmp_path, predictor):
+    (tmp_path / "shoot").mkdir()
+    (tmp_path / "shoot" / "bad.jpg").write_bytes(b"not a photo")  # a journal, without a model call
+    summary = run_batch([str(tmp_path / "gone"), str(tmp_path / "shoot")], str(tmp_path / "out"), predictor,
+                        progress=False)
+    assert (summary.ok, summary.failed) == (0, 2)
+    assert [row["relpath"] for row in summary.failures] == ["gone", "shoot/bad.jpg"]
+    assert summary.failures[0]["error"] == f"no such file or folder: {tmp_path / 'gone'}"
+    assert len(pd.read_parquet(tmp_path / "out" / "results.parquet")) == 2
+
+
 def test_rerun_that_only_skips_still_names_the_failures_and_exits_nonzero(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

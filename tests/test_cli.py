@@ -256,3 +256,14 @@ def test_skip_existing_redoes_empty_and_truncated_outputs(photo_folder, tmp_path
     for name in ("a.png", "b.png"):
         with Image.open(out / name) as im:
             im.load()
+
+
+def test_two_photos_with_the_same_output_name_are_not_overwritten(fashion_photo, tmp_path):
+    for shoot, size in (("one", (60, 90)), ("two", (90, 60))):
+        (tmp_path / shoot).mkdir()
+        fashion_photo.resize(size).save(tmp_path / shoot / "a.jpg")
+    args = ["remove", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "o"), "--mask"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "1 written" in result.output
+    assert "two/a.jpg: output name" in result.output and "already used by" in result.output
+    assert Image.open(tmp_path / "o" / "a.png").size == (60, 90)  # the first photo's, kept
