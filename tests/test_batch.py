@@ -224,18 +224,20 @@ def test_batch_refuses_an_out_folder_that_would_overwrite_or_reread_its_inputs(t
     src.mkdir()
     Image.open(fashion[0]).convert("RGBA").save(src / "p.png")
     before = (src / "p.png").read_bytes()
-    cases = {
-        str(src): "is the input folder",
-        str(src / "cut"): "is inside the input folder",
-        str(tmp_path): "is inside --out",  # mirrored: DST/shoot/... would be the input folder itself
-    }
-    for out, why in cases.items():
+    (tmp_path / "other").mkdir()
+    for out, why in {str(src): "is the input folder", str(src / "cut"): "is inside the input folder"}.items():
         with pytest.raises(StorageError, match=why):
             run_batch([str(src)], out, predictor, progress=False)
+    # Several inputs are mirrored into DST/<name>/: here that is the input folder itself.
+    with pytest.raises(StorageError, match="would mirror the input folder .* onto itself"):
+        run_batch([str(src), str(tmp_path / "other")], str(tmp_path), predictor, progress=False)
     assert sorted(p.name for p in src.iterdir()) == ["p.png"] and (src / "p.png").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shoot"]  # no journal, no results anywhere
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "shoot"]  # no journal, no results anywhere
     result = CliRunner().invoke(cli, ["batch", str(src), "--out", str(src)])
     assert result.exit_code == 1 and "choose an --out folder outside" in result.output
+    # One input inside --out is fine: its outputs land at DST/p.webp, beside it, not in it.
+    assert run_batch([str(src)], str(tmp_path), predictor, fmt="webp", progress=False).ok == 1
+    assert (tmp_path / "p.webp").is_file() and (src / "p.png").read_bytes() == before
 
 
 def test_batch_refuses_an_s3_out_prefix_inside_the_input_prefix(s3_bucket, s3_client, predictor, fashion):
@@ -243,8 +245,8 @@ def test_batch_refuses_an_s3_out_prefix_inside_the_input_prefix(s3_bucket, s3_cl
     s3_client.upload_file(fashion[0], bucket, "raw/a.jpg")
     with pytest.raises(StorageError, match="inside the input folder"):
         run_batch([f"{s3_bucket}/raw"], f"{s3_bucket}/raw/cut/", predictor, progress=False)
-    with pytest.raises(StorageError, match="is inside --out"):
-        run_batch([f"{s3_bucket}/raw/"], s3_bucket, predictor, progress=False)
+    with pytest.raises(StorageError, match="onto itself"):
+        run_batch([f"{s3_bucket}/raw/", f"{s3_bucket}/more/"], s3_bucket, predictor, progress=False)
     assert [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]] == ["raw/a.jpg"]
 
 

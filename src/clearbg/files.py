@@ -54,13 +54,13 @@ def output_uri(out_dir: str, ref: storage.ImageRef, fmt: str) -> str:
 def check_output_location(inputs: Sequence[str], out: str, fmt: str, *, mirrored: bool = False) -> None:
     """Refuse an output location that would write over an input or be read back as one.
 
-    An output folder that is an input folder, or lies inside one, would be walked again by the
-    next run (which would then cut out its own cutouts), and when it is the input folder itself
-    an RGBA ``p.png`` is overwritten by its own cutout. ``clearbg batch`` mirrors the input tree
-    (``mirrored``), so there an input folder inside the output folder is refused too: the
-    mirrored ``DST/<sub>/...`` could be that very folder. A hidden output folder (``photos/.cut``)
-    is fine: walks skip names starting with ``"."``. A file named as an input is refused only
-    when its own output would replace it. Runs before anything is written.
+    Outputs of an input folder land in its destination: ``out`` itself, or with ``mirrored``
+    and several inputs (``clearbg batch``: ``DST/<folder name>/...``) ``out/<folder name>``. A
+    destination that is the input folder overwrites its photos (an RGBA ``p.png`` by its own
+    cutout), and one inside it is walked again by the next run, which would cut out its own
+    cutouts: both are refused. A hidden folder (``photos/.cut``) is fine: walks skip names
+    starting with ``"."``. A file named as an input is refused only when its own output would
+    replace it. Runs before anything is written.
 
     Raises:
         StorageError: the message names the input and the output and says what to do.
@@ -70,14 +70,14 @@ def check_output_location(inputs: Sequence[str], out: str, fmt: str, *, mirrored
         Traceback (most recent call last):
         StorageError: --out photos/cut is inside the input folder photos/: ...
     """
-    where, target = storage.location(out)
+    kind, target = storage.location(out)
     for item in inputs:
-        kind, place = storage.location(item)
-        if kind != where:
+        name = item.rstrip("/").rsplit("/", 1)[-1]
+        where, place = storage.location(item)
+        if where != kind:
             continue
         if not storage.is_folder(item):
-            own = storage.location(output_uri(out, storage.ImageRef(item, item.rstrip("/").rsplit("/", 1)[-1]), fmt))
-            if own == (kind, place):
+            if storage.location(output_uri(out, storage.ImageRef(item, name), fmt)) == (where, place):
                 raise StorageError(
                     f"--out {out} would write the output of {item} over {item} itself; "
                     "choose another --out folder (or --format) so the photo is kept")
@@ -87,10 +87,10 @@ def check_output_location(inputs: Sequence[str], out: str, fmt: str, *, mirrored
             raise StorageError(
                 f"--out {out} is {what} {item}: its outputs could overwrite photos there, and the next "
                 f"run would read them back as photos; choose an --out folder outside {item}")
-        if mirrored and _visible_below(place, target):
+        if mirrored and len(inputs) > 1 and _visible_below(storage.location(storage.join(out, name))[1], place):
             raise StorageError(
-                f"the input folder {item} is inside --out {out}: the mirrored outputs could write into "
-                f"{item} and be read back as photos; choose an --out folder that does not contain {item}")
+                f"--out {out} would mirror the input folder {item} onto itself ({storage.join(out, name)}): "
+                f"its photos would be overwritten; choose an --out folder that does not hold {item}")
 
 
 def _visible_below(path: str, folder: str) -> bool:

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -357,22 +358,26 @@ def _walk_local(folder: str, prefix: str, seen: set[tuple[int, int]], on_error: 
         if entry.name.startswith("."):
             continue
         relpath = prefix + entry.name
-        try:
-            # Both follow symlinks; folder loops are cut by `seen`. A link to itself raises ELOOP.
-            is_dir, is_file = entry.is_dir(), entry.is_file()
-        except OSError as err:
-            is_dir = is_file = False
-            broken: OSError | None = err
-        else:
-            dangling = entry.is_symlink() and not (is_dir or is_file or os.path.exists(entry.path))
-            broken = FileNotFoundError(2, "its target does not exist") if dangling else None
-        if is_dir:
+        is_dir, is_file, broken = _follow(entry)
+        if is_dir:  # folder loops are cut by `seen`
             yield from _walk_local(entry.path, relpath + "/", seen, on_error)
         elif _is_image_name(entry.name) and (is_file or broken):
             yield ImageRef(uri=entry.path, relpath=relpath)  # a broken one fails when read, with why
         elif broken and not os.path.splitext(entry.name)[1]:  # it may have been a folder
             message = f"cannot follow {entry.path}: {_reason(broken)}{_link_hint(entry.path)}"
             _fail(on_error, entry.path, StorageError(message), broken)
+
+
+def _follow(entry: os.DirEntry) -> tuple[bool, bool, OSError | None]:
+    """(is a folder, is a file, why it leads nowhere), following symlinks: a link to itself
+    raises ELOOP, and a dangling one is neither a folder nor a file."""
+    try:
+        is_dir, is_file = entry.is_dir(), entry.is_file()
+    except OSError as err:
+        return False, False, err
+    if entry.is_symlink() and not (is_dir or is_file or os.path.exists(entry.path)):
+        return False, False, FileNotFoundError(errno.ENOENT, "its target does not exist")
+    return is_dir, is_file, None
 
 
 def _iter_remote(item: str, on_error: OnError | None) -> Iterator[ImageRef]:
