@@ -35,7 +35,8 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
     (even kill -9) skips them; DST/results.parquet lists every photo with its status, error,
     confidence, seconds and output. One SRC folder is mirrored into DST; several keep their
     names (DST/shoot1/..., DST/shoot2/...); a photo whose output name is taken (x.jpg and x.png)
-    is recorded as failed, not overwritten.
+    is recorded as failed, not overwritten. The first failures are named here, and the exit code
+    is 1 while results.parquet holds any, a rerun that only skips included.
 
     \b
     Examples:
