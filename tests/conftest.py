@@ -203,3 +203,28 @@ def chromium():
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+@pytest.fixture(scope="session")
+def without_root_override() -> list[str]:
+    """A command prefix under which a ``chmod 000`` folder really cannot be listed.
+
+    Tests run as root here, and root reads every folder. ``setpriv`` (util-linux) starts the
+    command still as root but without the two capabilities that override file permissions, so
+    it meets "Permission denied" like any user would. As another user no prefix is needed.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv (util-linux) is needed to test unreadable folders as root: apt-get install util-linux",
+                    pytrace=False)
+    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(f"setpriv cannot drop capabilities here ({probe.stderr.strip()}); run the tests as a non-root user",
+                    pytrace=False)
+    return prefix

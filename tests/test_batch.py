@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -13,10 +14,13 @@ import time
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
 from clearbg.batch import RESULT_COLUMNS, Journal, run_batch
+from clearbg.cli import cli
 from clearbg.errors import StorageError
+from clearbg.imageio import is_temp_name, temp_name
 from clearbg.inference.predictor import Predictor
 
 
@@ -149,7 +153,7 @@ def test_kill_9_mid_run_then_rerun_does_each_photo_exactly_once(tmp_path, fashio
     assert 2 <= len(first) < len(photos), "killed too late to test anything"
     assert not (out / "results.parquet").exists()
     # What a kill inside atomic_write_bytes leaves behind; the rerun must clear it.
-    (out / "ccp_9999.png.k1ll3d.tmp").write_bytes(b"half")
+    (out / temp_name("ccp_9999.png")).write_bytes(b"half")
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
@@ -158,11 +162,205 @@ def test_kill_9_mid_run_then_rerun_does_each_photo_exactly_once(tmp_path, fashio
     assert len(relpaths) == len(set(relpaths)) == len(photos), "a photo was journaled twice or lost"
     table = pd.read_parquet(out / "results.parquet")
     assert len(table) == len(photos) and (table.status == "ok").all()
-    assert not list(out.rglob("*.tmp"))
+    assert not [p for p in out.rglob("*") if is_temp_name(p.name)]
     for output in table.output:
         with Image.open(output) as im:
             im.load()  # a truncated file would raise here
     assert f"{len(photos) - len(first)} ok, 0 failed, {len(first)} already done" in rerun.stderr
+
+
+def test_kill_9_at_random_points_then_rerun_leaves_one_output_and_row_per_photo(tmp_path, fashion):
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")  # shown on failure: random.Random(seed) replays the same kill points
+    rng = random.Random(seed)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    names = []
+    for i, photo in enumerate(fashion[:6]):  # tiny photos: the model is not what is under test
+        name = ("sub/" if i < 2 else "") + os.path.basename(photo)
+        Image.open(photo).convert("RGB").resize((64, 96)).save(src / name)
+        names.append(name)
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    planted = {out / "x.jpg.tmp": b"mine", out / "a.1.tmp": b"mine too", out / "sub" / "a.1.tmp": b"and this"}
+    for path, data in planted.items():
+        path.write_bytes(data)
+    command = [sys.executable, "-m", "clearbg", "batch", str(src), "--out", str(out), "--batch-size", "1",
+               "--workers", "1", "--model", "u2netp"]
+
+    for _ in range(3):
+        done = len(journal_lines(out))
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Wait for 0..all remaining photos to be journaled, then kill a random moment later:
+        # during start-up and temp clean-up, mid-write, between a write and its journal line.
+        wait_for = done + rng.randint(0, len(names) - done)
+        deadline = time.monotonic() + 60
+        while len(journal_lines(out)) < wait_for and proc.poll() is None:
+            assert time.monotonic() < deadline, "the batch made no progress"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.4))
+        proc.kill()
+        proc.wait()
+        assert all(path.read_bytes() == data for path, data in planted.items()), "a user file was removed"
+
+    final = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    relpaths = [r["relpath"] for r in journal_lines(out)]
+    assert sorted(relpaths) == sorted(names), "a photo was journaled twice or lost"
+    table = pd.read_parquet(out / "results.parquet")
+    assert sorted(table.relpath) == sorted(names) and (table.status == "ok").all()
+    assert all(path.read_bytes() == data for path, data in planted.items()), "a user file was removed"
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and ".batch" not in p.parts}
+    outputs = {name.rsplit(".", 1)[0] + ".png" for name in names}
+    assert files == outputs | {"results.parquet"} | {p.relative_to(out).as_posix() for p in planted}
+    for name in outputs:
+        with Image.open(out / name) as im:
+            im.load()  # whole, not cut short
+
+
+def test_rerun_removes_only_the_temp_files_clearbg_made(tmp_path, predictor):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "bad.jpg").write_bytes(b"not a photo")  # enough for a journal; no model call needed
+    out = tmp_path / "out"
+    run_batch([str(src)], str(out), predictor, progress=False)
+    (out / "sub").mkdir()
+    users = [out / "x.jpg.tmp", out / "a.1.tmp", out / "sub" / "notes.abc123.tmp", out / ".x.png.tmp"]
+    for path in users:
+        path.write_bytes(b"the user's own file")
+    leftovers = [out / temp_name("a.png"), out / "sub" / temp_name("b" * 250 + ".png")]
+    for path in leftovers:
+        path.write_bytes(b"half an output")
+
+    run_batch([str(src)], str(out), predictor, progress=False)
+    assert all(path.read_bytes() == b"the user's own file" for path in users)
+    assert not any(path.exists() for path in leftovers)
+    assert all(len(path.name.encode()) <= 255 for path in leftovers)
+
+
+def test_batch_refuses_an_out_folder_that_would_overwrite_or_reread_its_inputs(tmp_path, predictor, fashion):
+    src = tmp_path / "shoot"
+    src.mkdir()
+    Image.open(fashion[0]).convert("RGBA").save(src / "p.png")
+    before = (src / "p.png").read_bytes()
+    (tmp_path / "other").mkdir()
+    for out, why in {str(src): "is the input folder", str(src / "cut"): "is inside the input folder"}.items():
+        with pytest.raises(StorageError, match=why):
+            run_batch([str(src)], out, predictor, progress=False)
+    # Several inputs are mirrored into DST/<name>/: here that is the input folder itself.
+    with pytest.raises(StorageError, match="would mirror the input folder .* onto itself"):
+        run_batch([str(src), str(tmp_path / "other")], str(tmp_path), predictor, progress=False)
+    assert sorted(p.name for p in src.iterdir()) == ["p.png"] and (src / "p.png").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "shoot"]  # no journal, no results anywhere
+    result = CliRunner().invoke(cli, ["batch", str(src), "--out", str(src)])
+    assert result.exit_code == 1 and "choose an --out folder outside" in result.output
+    # One input inside --out is fine: its outputs land at DST/p.webp, beside it, not in it.
+    assert run_batch([str(src)], str(tmp_path), predictor, fmt="webp", progress=False).ok == 1
+    assert (tmp_path / "p.webp").is_file() and (src / "p.png").read_bytes() == before
+
+
+def test_batch_refuses_an_s3_out_prefix_inside_the_input_prefix(s3_bucket, s3_client, predictor, fashion):
+    bucket = s3_bucket.removeprefix("s3://")
+    s3_client.upload_file(fashion[0], bucket, "raw/a.jpg")
+    with pytest.raises(StorageError, match="inside the input folder"):
+        run_batch([f"{s3_bucket}/raw"], f"{s3_bucket}/raw/cut/", predictor, progress=False)
+    with pytest.raises(StorageError, match="onto itself"):
+        run_batch([f"{s3_bucket}/raw/", f"{s3_bucket}/more/"], s3_bucket, predictor, progress=False)
+    assert [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]] == ["raw/a.jpg"]
+
+
+def test_batch_reports_an_unreadable_folder_and_broken_links_and_goes_on(tmp_path, fashion, without_root_override):
+    src = make_source(tmp_path / "src", fashion[:3], corrupt=False)  # sub/ holds two, the third is at the top
+    locked = src / "a_locked"  # listed first: everything after it must still be done
+    locked.mkdir()
+    shutil.copy(fashion[3], locked / "x.jpg")
+    (src / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (src / "loop.jpg").symlink_to("loop.jpg")
+    out = tmp_path / "out"
+    command = [*without_root_override, sys.executable, "-m", "clearbg", "batch", str(src), "--out", str(out),
+               "--batch-size", "2", "--format", "webp"]
+    locked.chmod(0)
+    try:
+        first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finally:
+        locked.chmod(0o755)
+    assert first.returncode == 1 and "Traceback" not in first.stderr, first.stderr
+    assert "3 ok, 3 failed, 0 already done" in first.stderr
+    table = pd.read_parquet(out / "results.parquet").set_index("relpath")
+    assert sorted(table.index) == sorted(["a_locked", "dangling.jpg", "loop.jpg", "sub/" + os.path.basename(fashion[0]),
+                                          "sub/" + os.path.basename(fashion[1]), os.path.basename(fashion[2])])
+    assert (table.status == "failed").sum() == 3
+    assert "Permission denied" in table.loc["a_locked", "error"]
+    assert "No such file" in table.loc["dangling.jpg", "error"]
+    assert "Too many levels of symbolic links" in table.loc["loop.jpg", "error"]
+    # The rerun only skips, yet three are still failed: it names them and exits non-zero.
+    assert again.returncode == 1 and "0 ok, 1 failed, 5 already done" in again.stderr, again.stderr
+    failed = [line for line in again.stderr.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 3 and "3 still failed" in again.stderr
+    assert any("a_locked" in line and "Permission denied" in line for line in failed)
+
+
+def test_missing_input_is_one_failure_and_the_other_inputs_still_run(tmp_path, predictor):
+    (tmp_path / "shoot").mkdir()
+    (tmp_path / "shoot" / "bad.jpg").write_bytes(b"not a photo")  # a journal, without a model call
+    summary = run_batch([str(tmp_path / "gone"), str(tmp_path / "shoot")], str(tmp_path / "out"), predictor,
+                        progress=False)
+    assert (summary.ok, summary.failed) == (0, 2)
+    assert [row["relpath"] for row in summary.failures] == ["gone", "shoot/bad.jpg"]
+    assert summary.failures[0]["error"] == f"no such file or folder: {tmp_path / 'gone'}"
+    assert len(pd.read_parquet(tmp_path / "out" / "results.parquet")) == 2
+
+
+def test_rerun_that_only_skips_still_names_the_failures_and_exits_nonzero(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(25):
+        (src / f"bad{i:02}.jpg").write_bytes(b"not a photo")
+    runner = CliRunner()
+    first = runner.invoke(cli, ["batch", str(src), "--out", str(tmp_path / "out"), "--model", "u2netp"])
+    again = runner.invoke(cli, ["batch", str(src), "--out", str(tmp_path / "out"), "--model", "u2netp"])
+    assert first.exit_code == again.exit_code == 1
+    assert "0 ok, 0 failed, 25 already done" in again.output
+    failed = [line for line in again.output.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 20 and "bad00.jpg" in failed[0] and "not an image" in failed[0]
+    assert "25 still failed (5 more not shown)" in again.output and "results.parquet" in again.output
+
+
+def test_photo_too_large_for_the_format_fails_alone_and_the_rerun_finishes(tmp_path, predictor, fashion):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(fashion[0], src / "a.jpg")
+    Image.new("RGB", (8, 70000), "white").save(src / "tall.png")  # JPEG stores 65500 px a side
+    out = tmp_path / "out"
+    summary = run_batch([str(src)], str(out), predictor, fmt="jpg", progress=False)
+    assert (summary.ok, summary.failed) == (1, 1)
+    [failure] = summary.failures
+    assert failure["relpath"] == "tall.png" and "8x70000" in failure["error"] and "too large for JPEG" in failure["error"]
+    assert sorted(p.name for p in out.iterdir()) == [".batch", "a.jpg", "results.parquet"]
+    again = run_batch([str(src)], str(out), predictor, fmt="jpg", progress=False)
+    assert (again.ok, again.failed, again.skipped) == (0, 0, 2)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_journal_keeps_the_latest_record_so_a_fixed_photo_is_not_redone(where, tmp_path, request, predictor, fashion):
+    if where == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        src, out = f"{bucket}/raw/", f"{bucket}/cut/"
+        put = lambda data: request.getfixturevalue("s3_client").put_object(  # noqa: E731
+            Bucket=bucket.removeprefix("s3://"), Key="raw/p.jpg", Body=data)
+    else:
+        src, out = str(tmp_path / "raw"), str(tmp_path / "cut")
+        os.makedirs(src)
+        put = (tmp_path / "raw" / "p.jpg").write_bytes
+    put(b"corrupt upstream")
+    assert run_batch([src], out, predictor, progress=False).failed == 1
+    put(open(fashion[0], "rb").read())  # fixed upstream
+    assert run_batch([src], out, predictor, retry_failed=True, progress=False).ok == 1
+    # The latest record says ok: retrying failures again must leave it alone.
+    third = run_batch([src], out, predictor, retry_failed=True, progress=False)
+    assert (third.ok, third.failed, third.skipped) == (0, 0, 1) and third.failures == []
+    assert [r["status"] for r in Journal(out).records()] == ["failed", "ok"]
 
 
 def test_s3_in_and_out(s3_bucket, s3_client, predictor, fashion):

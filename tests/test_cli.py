@@ -227,3 +227,114 @@ def test_remove_progress_bar_has_a_total_and_an_eta(photo_folder, tmp_path, caps
     lines = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
     assert any("1/3" in line and "<" in line for line in lines[:-1]), lines  # mid-run: total and ETA
     assert "3/3" in lines[-1] and "100%" in lines[-1] and "<00:00" in lines[-1], lines
+
+
+def test_remove_refuses_an_out_folder_that_would_overwrite_or_reread_its_inputs(fashion_photo, tmp_path):
+    folder = tmp_path / "shoot"
+    folder.mkdir()
+    fashion_photo.convert("RGBA").save(folder / "p.png")  # `remove shoot --out shoot` wrote p.png over it
+    before = (folder / "p.png").read_bytes()
+    runner = CliRunner()
+    cases = {
+        str(folder): "is the input folder",
+        str(folder / "cut"): "is inside the input folder",  # the next run would cut out the cutouts
+    }
+    for out, why in cases.items():
+        result = runner.invoke(cli, ["remove", str(folder), "--out", out])
+        assert result.exit_code != 0 and why in result.output and "choose an --out folder outside" in result.output
+    same_file = runner.invoke(cli, ["remove", str(folder / "p.png"), "--out", str(folder)])
+    assert same_file.exit_code != 0 and "over" in same_file.output and "itself" in same_file.output
+    assert sorted(p.name for p in folder.iterdir()) == ["p.png"] and (folder / "p.png").read_bytes() == before
+    # A hidden folder is never walked, and another format never meets the photo: both are fine.
+    hidden = runner.invoke(cli, ["remove", str(folder), "--out", str(folder / ".cut"), "--mask"])
+    assert hidden.exit_code == 0, hidden.output
+    beside = runner.invoke(cli, ["remove", str(folder / "p.png"), "--out", str(folder), "--format", "webp", "--mask"])
+    assert beside.exit_code == 0, beside.output
+    assert (folder / ".cut" / "p.png").is_file() and (folder / "p.webp").is_file()
+    assert (folder / "p.png").read_bytes() == before
+
+
+def test_remove_refuses_an_s3_out_prefix_inside_the_input_prefix(s3_bucket, s3_client, tiny_pairs):
+    bucket = s3_bucket.removeprefix("s3://")
+    s3_client.put_object(Bucket=bucket, Key="raw/a.jpg", Body=Path(tiny_pairs[0]["image"]).read_bytes())
+    result = CliRunner().invoke(cli, ["remove", f"{s3_bucket}/raw/", "--out", f"{s3_bucket}/raw/cut"])
+    assert result.exit_code != 0 and "inside the input folder" in result.output
+    assert [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]] == ["raw/a.jpg"]
+
+
+def test_remove_reports_an_unreadable_folder_and_broken_links_and_goes_on(photo_folder, tmp_path,
+                                                                         without_root_override):
+    (photo_folder / "broken.jpg").unlink()
+    locked = photo_folder / "b_locked"  # sorts before c.png, which must still be done
+    locked.mkdir()
+    shutil.copy(photo_folder / "a.jpg", locked / "x.jpg")
+    (photo_folder / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (photo_folder / "loop.jpg").symlink_to("loop.jpg")
+    (photo_folder / "album").symlink_to(tmp_path / "no-such-folder")  # no suffix: maybe a folder
+    (photo_folder / "notes.txt").unlink()
+    (photo_folder / "notes.txt").symlink_to(tmp_path / "gone.txt")  # clearly not a photo: ignored
+    locked.chmod(0)
+    try:
+        result = subprocess.run([*without_root_override, sys.executable, "-m", "clearbg", "remove", str(photo_folder),
+                                 "--out", str(tmp_path / "out"), "--mask"],
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+    failed = [line for line in result.stderr.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 4 and "3 written" in result.stderr and "4 failed" in result.stderr
+    assert any("b_locked" in line and "Permission denied" in line for line in failed)
+    assert any("dangling.jpg" in line and "No such file" in line and "symbolic link" in line for line in failed)
+    assert any("loop.jpg" in line and "Too many levels of symbolic links" in line for line in failed)
+    assert any("album" in line and "symbolic link" in line for line in failed)
+
+
+def test_remove_photo_too_large_for_the_format_is_one_failure_not_a_crash(photo_folder, tmp_path):
+    (photo_folder / "broken.jpg").unlink()
+    Image.new("RGB", (20000, 8), "white").save(photo_folder / "tall.png")  # WebP stores 16383 px a side
+    result = CliRunner().invoke(cli, ["remove", str(photo_folder), "--out", str(tmp_path / "out"), "--format", "webp"])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.webp", "b.webp", "c.webp"]
+    [failed] = [line for line in result.output.splitlines() if line.startswith("FAILED ")]
+    assert "tall.png" in failed and "20000x8" in failed and "too large for WEBP" in failed
+
+
+def test_failure_report_escapes_control_characters_in_file_names(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg\nFAILED forged.jpg").write_bytes(b"not a photo")
+    (folder / "b\x1b[2Jc.jpg").write_bytes(b"not a photo either")  # would clear the terminal
+    result = CliRunner().invoke(cli, ["remove", str(folder), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert not any(line.startswith("FAILED forged.jpg") for line in lines) and "\x1b" not in result.output
+    failed = [line for line in lines if line.startswith("FAILED ")]
+    assert len(failed) == 2 and "a.jpg\\nFAILED forged.jpg" in failed[0] and "b\\x1b[2Jc.jpg" in failed[1]
+
+
+def test_skip_existing_redoes_empty_and_truncated_outputs(photo_folder, tmp_path):
+    out = tmp_path / "out"
+    (photo_folder / "broken.jpg").unlink()
+    runner = CliRunner()
+    assert runner.invoke(cli, ["remove", str(photo_folder), "--out", str(out)]).exit_code == 0
+    (out / "a.png").write_bytes(b"")  # a disk that filled up, a copy cut short outside clearbg
+    (out / "b.png").write_bytes((out / "b.png").read_bytes()[:1000])
+    intact = (out / "c.png").stat().st_mtime_ns
+    again = runner.invoke(cli, ["remove", str(photo_folder), "--out", str(out), "--skip-existing"])
+    assert again.exit_code == 0 and "2 written, 1 already done" in again.output, again.output
+    assert (out / "c.png").stat().st_mtime_ns == intact
+    for name in ("a.png", "b.png"):
+        with Image.open(out / name) as im:
+            im.load()
+
+
+def test_two_photos_with_the_same_output_name_are_not_overwritten(fashion_photo, tmp_path):
+    for shoot, size in (("one", (60, 90)), ("two", (90, 60))):
+        (tmp_path / shoot).mkdir()
+        fashion_photo.resize(size).save(tmp_path / shoot / "a.jpg")
+    args = ["remove", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "o"), "--mask"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "1 written" in result.output
+    assert "two/a.jpg: output name" in result.output and "already used by" in result.output
+    assert Image.open(tmp_path / "o" / "a.png").size == (60, 90)  # the first photo's, kept

@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageFile
 
-from clearbg.errors import ClearbgError, ImageError, ImageTooLarge, StorageError
+from clearbg.errors import ClearbgError, ImageError, ImageTooLarge, OutputTooLarge, StorageError
 from clearbg.imageio import (
     DEFAULT_MAX_PIXELS,
     atomic_write_bytes,
+    check_encodable,
     encode_image,
     flatten,
+    is_complete,
     max_pixels,
     open_image,
     save_image,
@@ -495,6 +497,27 @@ def test_encoding_keeps_the_rgb_icc_profile(car: Image.Image, fmt):
 def test_unknown_output_format_is_rejected(car: Image.Image, fmt):
     with pytest.raises(ValueError, match=r"unsupported output format .*jpeg, jpg, png, webp"):
         encode_image(car, fmt)
+
+
+@pytest.mark.parametrize("fmt, largest", [("webp", 16383), ("jpg", 65500)])
+def test_results_larger_than_the_format_stores_are_refused_naming_it(fmt, largest):
+    image = Image.new("RGB", (1, largest), "white")
+    assert open_image(encode_image(image, fmt)).size == (1, largest)
+    with pytest.raises(OutputTooLarge, match=rf"a.png: the 1x{largest + 1} result is too large .* at most {largest} px"):
+        check_encodable((1, largest + 1), fmt, "a.png")
+    with pytest.raises(OutputTooLarge, match="write PNG instead"):
+        encode_image(Image.new("RGB", (largest + 1, 1)), fmt)
+    check_encodable((70000, 1), "png")  # PNG stores 31-bit sizes
+    assert open_image(encode_image(Image.new("L", (70000, 1)), "png")).size == (70000, 1)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_is_complete_spots_empty_and_cut_short_outputs(car_cutout: Image.Image, fmt):
+    data = encode_image(car_cutout, fmt)
+    assert is_complete(data, fmt)
+    for bad in (b"", data[: len(data) // 2], data[:-1], data[:64]):
+        assert not is_complete(bad, fmt)
+    assert not is_complete(encode_image(car_cutout, "png" if fmt != "png" else "jpg"), fmt)  # another format
 
 
 # --------------------------------------------------------------------------- atomic writes

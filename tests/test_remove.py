@@ -10,7 +10,7 @@ from PIL import Image
 
 import clearbg
 from clearbg import Remover
-from clearbg.errors import ImageError
+from clearbg.errors import ImageError, OutputTooLarge
 
 
 def iou(alpha, truth) -> float:
@@ -106,3 +106,13 @@ def test_a_corrupt_photo_raises_an_error_naming_it(remover, tmp_path):
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(ImageError, match="bad.jpg"):
         remover.remove(str(bad))
+
+
+def test_result_too_large_for_its_format_is_refused_naming_the_output(remover, tmp_path):
+    tall = io.BytesIO()
+    Image.new("RGB", (8, 20000), "white").save(tall, "PNG")
+    with pytest.raises(OutputTooLarge, match="<bytes>: the 8x20000 result is too large for WEBP"):
+        clearbg.remove(tall.getvalue(), remover=remover, format="webp")
+    with pytest.raises(OutputTooLarge, match="x.webp: the 8x20000 result is too large for WEBP"):
+        clearbg.remove(tall.getvalue(), remover=remover, out=tmp_path / "x.webp")
+    assert not list(tmp_path.iterdir())

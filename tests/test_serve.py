@@ -240,6 +240,22 @@ def test_bad_requests_are_json_errors(server, photos):
     _error(httpx.get(server + "/nope"), 404, "not_found")
 
 
+def test_result_too_large_for_its_format_is_a_json_422(server):
+    def png(width, height):
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, height), "white").save(buffer, "PNG")
+        return buffer.getvalue()
+
+    tall = png(8, 20000)  # WebP stores 16383 px a side
+    for path in ("/v1.0/removebg", "/v1/remove"):
+        title = _error(_post(server, tall, path, format="webp"), 422, "output_too_large")
+        assert "upload" in title and "8x20000" in title and "WEBP" in title
+    wide = png(70000, 1)  # JPEG stores 65500: zip's color.jpg and an opaque format=auto result
+    assert "JPEG" in _error(_post(server, wide, format="zip"), 422, "output_too_large")
+    assert "JPEG" in _error(_post(server, wide, bg_color="white"), 422, "output_too_large")
+    assert _post(server, tall, "/v1/remove", mask="true").status_code == 200  # PNG stores it
+
+
 def test_api_key_is_required_when_set(strict):
     text = b"not an image"
     _error(_post(strict, text), 403, "auth_failed")

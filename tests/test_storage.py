@@ -117,6 +117,29 @@ def test_walk_streams_instead_of_listing_everything_first(tmp_path: Path) -> Non
     assert [r.relpath for r in it] == ["b/2.jpg", "b/3.jpg"]
 
 
+def test_broken_links_are_reported_and_the_walk_goes_on(tmp_path: Path) -> None:
+    _touch(tmp_path, "a.jpg")
+    _touch(tmp_path, "z.jpg")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")  # os.scandir's is_dir() raises ELOOP on it
+    (tmp_path / "album").symlink_to("album")  # no suffix: it may have been a folder
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "gone.txt")  # not a photo either way: ignored
+    errors: list[tuple[str, str]] = []
+
+    refs = list(storage.iter_images([str(tmp_path)], on_error=lambda uri, err: errors.append((uri, str(err)))))
+
+    # Links named like photos are photos: reading them fails with the reason, per photo.
+    assert [r.relpath for r in refs] == ["a.jpg", "dangling.jpg", "loop.jpg", "z.jpg"]
+    with pytest.raises(StorageError, match="dangling.jpg: No such file .* symbolic link to .*gone.jpg"):
+        storage.read_bytes(refs[1].uri)
+    with pytest.raises(StorageError, match="loop.jpg: Too many levels of symbolic links"):
+        storage.read_bytes(refs[2].uri)
+    assert errors == [(str(tmp_path / "album"), f"cannot follow {tmp_path / 'album'}: Too many levels of symbolic "
+                       "links (it is a symbolic link to album; fix or remove the link)")]
+    with pytest.raises(StorageError, match="album"):  # without on_error the first one is raised
+        list(storage.iter_images([str(tmp_path)]))
+
+
 def test_local_write_then_read_round_trips_and_leaves_no_temp_file(tmp_path: Path) -> None:
     data = (PHOTOS / "ccp_0001.jpg").read_bytes()
     target = str(tmp_path / "out" / "nested" / "cut.png")

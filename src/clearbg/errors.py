@@ -34,6 +34,10 @@ class ImageTooLarge(ImageError):
     """An image has more pixels than the configured limit (decompression-bomb guard)."""
 
 
+class OutputTooLarge(ClearbgError):
+    """A result is larger than its output format can store (WebP 16383 px a side, JPEG 65500)."""
+
+
 class StorageError(ClearbgError):
     """A path or bucket could not be listed, read or written."""
 
@@ -56,3 +60,19 @@ class CheckpointMismatch(ClearbgError):
 
 class RegistryError(ClearbgError):
     """The model registry could not do what was asked (store unreachable, bad name, no alias ...)."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped, for terminals and logs.
+
+    File names come from users and may hold a newline or an escape sequence; printed as they
+    are, ``a.jpg\\nFAILED b.jpg: ...`` would forge a line of a failure report. Escapes follow
+    Python's own (``\\n``, ``\\x1b``, ``\\u2028``); printable text, accents included, is kept.
+
+    Example:
+        >>> printable("a.jpg\\nFAILED b.jpg")
+        'a.jpg\\\\nFAILED b.jpg'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

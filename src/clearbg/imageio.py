@@ -21,8 +21,9 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
+import re
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -30,7 +31,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from clearbg.errors import ClearbgError, ImageError, ImageTooLarge, StorageError
+from clearbg.errors import ClearbgError, ImageError, ImageTooLarge, OutputTooLarge, StorageError, printable
 
 try:
     from PIL import ImageCms
@@ -71,6 +72,10 @@ PNG_COMPRESS_LEVEL = 3
 _PNG_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
 _JPEG_MODES = ("L", "RGB")
 _WEBP_MODES = ("RGB", "RGBA")
+
+# Largest side each encoder writes: libwebp 16383, libjpeg 65500 (it prints a warning and Pillow
+# raises a bare OSError above it); PNG stores 31-bit sizes.
+MAX_SIDE = {"PNG": 2**31 - 1, "JPEG": 65500, "WEBP": 16383}
 
 
 # --------------------------------------------------------------------------- pixel limit
@@ -231,6 +236,11 @@ def _source_stream(source, name: str | None) -> Iterator[tuple[BinaryIO, str]]:
         )
 
 
+# What Pillow's readers raise on malformed data: OSError for truncation, ValueError from
+# pillow-heif, SyntaxError/struct errors from header parsers.
+_PILLOW_ERRORS = (OSError, SyntaxError, EOFError, ValueError, TypeError, IndexError, KeyError)
+
+
 def _decode(stream: BinaryIO, label: str, limit: int) -> Image.Image:
     """Open, size-check, load and transpose one image; every failure becomes one of our errors."""
     try:
@@ -254,9 +264,7 @@ def _decode(stream: BinaryIO, label: str, limit: int) -> Image.Image:
             f"{label}: not an image, or not a supported format "
             f"(supported: {', '.join(DECODE_FORMATS)})"
         ) from err
-    except (OSError, SyntaxError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
-        # Pillow's readers raise all of these on malformed data (OSError for truncation, ValueError
-        # from pillow-heif, SyntaxError/struct errors from header parsers).
+    except _PILLOW_ERRORS as err:
         raise ImageError(f"{label}: {_describe_decode_error(err)}") from err
 
 
@@ -340,7 +348,8 @@ def _cmyk_to_rgb(image: Image.Image, label: str) -> Image.Image:
             )
         except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as err:
             _log.warning(
-                "%s: embedded CMYK ICC profile unusable (%s); converting without it", label, err
+                "%s: embedded CMYK ICC profile unusable (%s); converting without it",
+                printable(label), printable(str(err)),
             )
         else:
             rgb.info.pop("icc_profile", None)  # the pixels are sRGB now, not the CMYK profile's
@@ -397,6 +406,55 @@ def _pil_format(fmt: str) -> str:
     return pil_format
 
 
+def check_encodable(size: tuple[int, int], fmt: str, name: str = "<image>") -> None:
+    """Refuse, before any work, a result of ``size`` that ``fmt`` cannot store (``MAX_SIDE``).
+
+    Raises:
+        OutputTooLarge: a side is over the format's limit; the message names ``name``.
+        ValueError: unknown ``fmt``.
+
+    Example:
+        >>> check_encodable((20000, 8), "webp", "tall.png")
+        Traceback (most recent call last):
+        clearbg.errors.OutputTooLarge: tall.png: the 20000x8 result is too large for WEBP, which stores at most 16383 px a side; write PNG instead, or make the image smaller
+    """
+    pil_format = _pil_format(fmt)
+    limit = MAX_SIDE[pil_format]
+    if max(size) > limit:
+        raise OutputTooLarge(
+            f"{name}: the {size[0]}x{size[1]} result is too large for {pil_format}, which stores at most "
+            f"{limit} px a side; write PNG instead, or make the image smaller"
+        )
+
+
+def is_complete(data: bytes, fmt: str) -> bool:
+    """Cheap check that ``data`` is a whole file of format ``fmt`` as ``encode_image`` writes it.
+
+    The header must parse with a non-zero size and the end must be there (PNG's IEND chunk,
+    JPEG's EOI marker, WebP's RIFF length equal to the file's), so an empty or cut-short file
+    is caught without decoding any pixels.
+
+    Example:
+        >>> data = encode_image(Image.new("L", (4, 4)), "png")
+        >>> is_complete(data, "png"), is_complete(data[:-1], "png"), is_complete(b"", "png")
+        (True, False, False)
+    """
+    pil_format = _pil_format(fmt)
+    if pil_format == "PNG":
+        whole = data.endswith(b"IEND\xaeB`\x82")
+    elif pil_format == "JPEG":
+        whole = data.endswith(b"\xff\xd9")
+    else:
+        whole = data[:4] == b"RIFF" and int.from_bytes(data[4:8], "little") + 8 == len(data)
+    if not whole:
+        return False
+    try:
+        with _pillow_guard_off(), Image.open(io.BytesIO(data), formats=[pil_format]) as image:
+            return image.width > 0 and image.height > 0
+    except _PILLOW_ERRORS:
+        return False
+
+
 def encode_image(image: Image.Image, fmt: str, *, quality: int = 95) -> bytes:
     """Encode an image as PNG, JPEG or WebP bytes.
 
@@ -415,6 +473,7 @@ def encode_image(image: Image.Image, fmt: str, *, quality: int = 95) -> bytes:
         The encoded file's bytes.
 
     Raises:
+        OutputTooLarge: the image is larger than the format can store (``check_encodable``).
         ValueError: unknown ``fmt``, or ``quality`` outside 1..100.
 
     Example:
@@ -424,6 +483,7 @@ def encode_image(image: Image.Image, fmt: str, *, quality: int = 95) -> bytes:
     pil_format = _pil_format(fmt)
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
+    check_encodable(image.size, fmt)
     transparent = image.has_transparency_data
     # Pillow's encoders disagree on whether info["icc_profile"] is written by default; say it.
     # Only for RGB input: a profile carried over by convert("L") describes colours L no longer has.
@@ -447,13 +507,41 @@ def encode_image(image: Image.Image, fmt: str, *, quality: int = 95) -> bytes:
     return buffer.getvalue()
 
 
+TEMP_PREFIX = ".clearbg-tmp-"
+"""Start of every temp file clearbg writes beside an output: hidden (folder walks skip it) and
+distinctive, so clean-up after a crash can never match a user's own file."""
+
+_TEMP_NAME = re.compile(r"^\.clearbg-tmp-[0-9a-f]{32}-")
+
+# Temp names must stay under NAME_MAX (255 bytes on Linux) however long the target's name is.
+_TEMP_NAME_BYTES = 255 - len(TEMP_PREFIX) - 33
+
+
+def temp_name(name: str) -> str:
+    """A fresh temp file name for an output called ``name``: ``.clearbg-tmp-<uuid4 hex>-<name>``.
+
+    The target's name is kept (cut to fit NAME_MAX) only so a leftover says what it was for.
+
+    Example:
+        >>> temp_name("a.png")  # doctest: +SKIP
+        '.clearbg-tmp-3f2b...e1-a.png'
+    """
+    tail = os.fsencode(name)[:_TEMP_NAME_BYTES]
+    return f"{TEMP_PREFIX}{uuid.uuid4().hex}-{os.fsdecode(tail)}"
+
+
+def is_temp_name(name: str) -> bool:
+    """True only for names made by ``temp_name``: what a killed write may leave behind."""
+    return bool(_TEMP_NAME.match(name))
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     The bytes go to a temporary file beside the target (same directory, so the final rename
-    cannot cross filesystems), are flushed and fsynced, then renamed over the target with
-    ``os.replace``. Missing parent directories are created. The new file keeps the mode of the
-    file it replaces, else gets 0o644 (``mkstemp`` alone would leave 0o600).
+    cannot cross filesystems; named by ``temp_name``), are flushed and fsynced, then renamed over
+    the target with ``os.replace``. Missing parent directories are created. The new file keeps
+    the mode of the file it replaces, else gets 0o644.
 
     Args:
         path: the file to create or replace.
@@ -469,7 +557,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp_name = str(path.parent / temp_name(path.name))
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as err:
         raise StorageError(
             f"{path}: cannot create a file in {path.parent} ({err.strerror or err})"

@@ -19,9 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import fsspec
@@ -33,9 +34,11 @@ __all__ = [
     "ImageRef",
     "exists",
     "get_filesystem",
+    "is_folder",
     "is_remote",
     "iter_images",
     "join",
+    "location",
     "read_bytes",
     "s3_options",
     "write_bytes",
@@ -50,6 +53,10 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 # "proto://..." where proto is a URL scheme; fsspec chains ("simplecache::s3://") count too.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*(?:::[A-Za-z][A-Za-z0-9+.\-]*)*)://")
 _S3_PROTOCOLS = frozenset({"s3", "s3a"})
+
+
+OnError = Callable[[str, StorageError], None]
+"""``on_error(uri, error)``: told about one thing a walk could not list or follow."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ def get_filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         raise StorageError(f"cannot open {uri}: {err}") from err
 
 
-def iter_images(inputs: Iterable[str]) -> Iterator[ImageRef]:
+def iter_images(inputs: Iterable[str], on_error: OnError | None = None) -> Iterator[ImageRef]:
     """Yield the images named by ``inputs``, streaming, in a stable order.
 
     Each input is a local file or folder, or a remote object or prefix
@@ -149,24 +156,37 @@ def iter_images(inputs: Iterable[str]) -> Iterator[ImageRef]:
     yielded, and names starting with ``"."`` (files and folders) are skipped. A folder with
     no images yields nothing; the caller decides whether that is an error.
 
+    A symbolic link whose target is missing or loops back on itself is yielded when it is
+    named like an image (reading it then fails with the reason, so it is reported like any
+    bad photo). Without a suffix it may have been a folder: it is reported to ``on_error``.
+
     Args:
         inputs: Paths and URIs, in the order to process them.
+        on_error: called with ``(uri, StorageError)`` for an input that does not exist, a
+            folder that cannot be listed and a broken link that may have been a folder; the
+            walk then goes on with everything else. Without it the first one is raised.
 
     Yields:
         One :class:`ImageRef` per image.
 
     Raises:
-        StorageError: An input does not exist, or a folder cannot be listed.
+        StorageError: Without ``on_error``: an input does not exist, a folder cannot be
+            listed, or a link without a suffix leads nowhere.
 
     Example:
         >>> [r.relpath for r in iter_images(["photos/"])]  # doctest: +SKIP
         ['a.jpg', 'shoes/b.PNG']
     """
     for item in inputs:
-        if is_remote(item):
-            yield from _iter_remote(item)
-        else:
-            yield from _iter_local(item)
+        try:
+            if is_remote(item):
+                yield from _iter_remote(item, on_error)
+            else:
+                yield from _iter_local(item, on_error)
+        except StorageError as err:  # the input itself; what is below it reports on its own
+            if on_error is None:
+                raise
+            on_error(item, err)
 
 
 def read_bytes(uri: str) -> bytes:
@@ -176,11 +196,12 @@ def read_bytes(uri: str) -> bytes:
         StorageError: It is missing, a folder, unreadable, or the remote call failed.
     """
     if not is_remote(uri):
+        path = _local_path(uri)
         try:
-            with open(_local_path(uri), "rb") as f:
+            with open(path, "rb") as f:
                 return f.read()
         except OSError as err:
-            raise StorageError(f"cannot read {uri}: {_reason(err)}") from err
+            raise StorageError(f"cannot read {uri}: {_reason(err)}{_link_hint(path)}") from err
     fs, path = get_filesystem(uri)
     try:
         return fs.cat_file(path)
@@ -235,6 +256,35 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *pieces)
 
 
+def location(uri: str) -> tuple[str, str]:
+    """Where ``uri`` really is, comparable across spellings: ``("", real local path)`` or
+    ``(protocol, "bucket/key")``; a path inside another starts with its path plus ``"/"``.
+
+    Example:
+        >>> location("s3a://shop/raw/")
+        ('s3', 'shop/raw')
+    """
+    if not is_remote(uri):
+        return "", os.path.realpath(_local_path(uri))
+    fs, path = get_filesystem(uri)
+    return _protocols(fs)[0], path.rstrip("/")
+
+
+def is_folder(uri: str) -> bool:
+    """True for a local folder or a remote prefix with objects under it.
+
+    Raises:
+        StorageError: the remote check failed.
+    """
+    if not is_remote(uri):
+        return os.path.isdir(_local_path(uri))
+    fs, path = get_filesystem(uri)
+    try:
+        return fs.isdir(path.rstrip("/"))
+    except Exception as err:  # noqa: BLE001 - backends raise their own types (botocore, aiohttp)
+        raise StorageError(f"cannot check {uri}: {_reason(err)}") from err
+
+
 def exists(uri: str) -> bool:
     """True if ``uri`` is an existing file, folder, object or non-empty prefix."""
     if not is_remote(uri):
@@ -261,21 +311,38 @@ def _reason(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+def _link_hint(path: str) -> str:
+    """Why a path that is a symbolic link failed: say where it points and what to do."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return ""  # not a link (or gone): the plain reason says it all
+    return f" (it is a symbolic link to {target}; fix or remove the link)"
+
+
+def _fail(on_error: OnError | None, uri: str, error: StorageError, cause: BaseException) -> None:
+    """Raise ``error``, or hand it to ``on_error`` so the walk can go on."""
+    if on_error is None:
+        raise error from cause
+    error.__cause__ = cause
+    on_error(uri, error)
+
+
 def _is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def _iter_local(item: str) -> Iterator[ImageRef]:
+def _iter_local(item: str, on_error: OnError | None) -> Iterator[ImageRef]:
     path = _local_path(item)
     if os.path.isfile(path):
         yield ImageRef(uri=path, relpath=os.path.basename(path))
     elif os.path.isdir(path):
-        yield from _walk_local(path, "", set())
+        yield from _walk_local(path, "", set(), on_error)
     else:
-        raise StorageError(f"no such file or folder: {item}")
+        raise StorageError(f"no such file or folder: {item}{_link_hint(path)}")
 
 
-def _walk_local(folder: str, prefix: str, seen: set[tuple[int, int]]) -> Iterator[ImageRef]:
+def _walk_local(folder: str, prefix: str, seen: set[tuple[int, int]], on_error: OnError | None) -> Iterator[ImageRef]:
     """Depth-first walk of one folder level at a time; ``seen`` stops symlink loops."""
     try:
         st = os.stat(folder)
@@ -285,18 +352,35 @@ def _walk_local(folder: str, prefix: str, seen: set[tuple[int, int]]) -> Iterato
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as err:
-        raise StorageError(f"cannot list folder {folder}: {_reason(err)}") from err
+        _fail(on_error, folder, StorageError(f"cannot list folder {folder}: {_reason(err)}"), err)
+        return
     for entry in entries:
         if entry.name.startswith("."):
             continue
         relpath = prefix + entry.name
-        if entry.is_dir():  # follows symlinks; loops are cut by `seen`
-            yield from _walk_local(entry.path, relpath + "/", seen)
-        elif entry.is_file() and _is_image_name(entry.name):
-            yield ImageRef(uri=entry.path, relpath=relpath)
+        is_dir, is_file, broken = _follow(entry)
+        if is_dir:  # folder loops are cut by `seen`
+            yield from _walk_local(entry.path, relpath + "/", seen, on_error)
+        elif _is_image_name(entry.name) and (is_file or broken):
+            yield ImageRef(uri=entry.path, relpath=relpath)  # a broken one fails when read, with why
+        elif broken and not os.path.splitext(entry.name)[1]:  # it may have been a folder
+            message = f"cannot follow {entry.path}: {_reason(broken)}{_link_hint(entry.path)}"
+            _fail(on_error, entry.path, StorageError(message), broken)
 
 
-def _iter_remote(item: str) -> Iterator[ImageRef]:
+def _follow(entry: os.DirEntry) -> tuple[bool, bool, OSError | None]:
+    """(is a folder, is a file, why it leads nowhere), following symlinks: a link to itself
+    raises ELOOP, and a dangling one is neither a folder nor a file."""
+    try:
+        is_dir, is_file = entry.is_dir(), entry.is_file()
+    except OSError as err:
+        return False, False, err
+    if entry.is_symlink() and not (is_dir or is_file or os.path.exists(entry.path)):
+        return False, False, FileNotFoundError(errno.ENOENT, "its target does not exist")
+    return is_dir, is_file, None
+
+
+def _iter_remote(item: str, on_error: OnError | None) -> Iterator[ImageRef]:
     fs, path = get_filesystem(item)
     path = path.rstrip("/")
     try:
@@ -310,18 +394,19 @@ def _iter_remote(item: str) -> Iterator[ImageRef]:
     if info["type"] != "directory":
         yield ImageRef(uri=fs.unstrip_protocol(path), relpath=path.rsplit("/", 1)[-1])
         return
-    yield from _walk_remote(fs, path, path, item)
+    yield from _walk_remote(fs, path, path, item, on_error)
 
 
 def _walk_remote(
-    fs: fsspec.AbstractFileSystem, root: str, folder: str, item: str
+    fs: fsspec.AbstractFileSystem, root: str, folder: str, item: str, on_error: OnError | None
 ) -> Iterator[ImageRef]:
     """List one level (S3: one delimiter="/" listing, paginated), then recurse in name order."""
     try:
         entries = fs.ls(folder, detail=True)
     except Exception as err:  # noqa: BLE001 - backends raise their own types (botocore, aiohttp)
         where = fs.unstrip_protocol(folder)
-        raise StorageError(f"cannot list {where} (under {item}): {_reason(err)}") from err
+        _fail(on_error, where, StorageError(f"cannot list {where} (under {item}): {_reason(err)}"), err)
+        return
     children = []
     for entry in entries:
         name = entry["name"].rstrip("/")
@@ -333,7 +418,7 @@ def _walk_remote(
         if base.startswith("."):
             continue
         if kind == "directory":
-            yield from _walk_remote(fs, root, name, item)
+            yield from _walk_remote(fs, root, name, item, on_error)
         elif _is_image_name(base):
             yield ImageRef(uri=fs.unstrip_protocol(name), relpath=name[len(root) + 1 :])
 

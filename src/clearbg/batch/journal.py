@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
-from clearbg import storage
+from clearbg import imageio, storage
 from clearbg.removal.record import RESULT_COLUMNS
 
 BATCH_DIR = ".batch"
 RESULTS_NAME = "results.parquet"
-
-# atomic_write_bytes leaves "<name>.<random>.tmp" beside the target when killed mid-write.
-_TEMP_NAME = re.compile(r"^.+\.[A-Za-z0-9_]+\.tmp$")
 
 
 class Journal:
@@ -118,23 +114,30 @@ class Journal:
 
     # ------------------------------------------------------------------ results
 
-    def write_results(self) -> str:
+    def write_results(self, extra: Iterable[dict[str, Any]] = ()) -> tuple[str, list[dict[str, Any]]]:
         """Compact the journal into ``DST/results.parquet``: one row per item, its latest record.
 
+        Args:
+            extra: rows that are not journaled (this run's listing failures), added last.
+
         Returns:
-            The URI written.
+            The URI written, and its failed rows in relpath order.
         """
         latest: dict[str, dict[str, Any]] = {}
-        for record in self.records():
+        for record in [*self.records(), *extra]:
             latest[record["relpath"]] = record
-        table = pd.DataFrame([latest[k] for k in sorted(latest)], columns=list(RESULT_COLUMNS))
+        rows = [latest[k] for k in sorted(latest)]
+        table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
         uri = storage.join(self.out, RESULTS_NAME)
         storage.write_bytes(uri, table.to_parquet(index=False))
-        return uri
+        return uri, [row for row in rows if row["status"] != "ok"]
 
 
 def remove_temp_files(out: str) -> int:
-    """Delete temp files a killed local run left in ``out`` (``<name>.<random>.tmp``).
+    """Delete temp files a killed local run left in ``out``.
+
+    Only names made by ``imageio.temp_name`` (``.clearbg-tmp-<uuid>-<name>``) are touched: a
+    user's own ``x.jpg.tmp`` or ``a.1.tmp`` in the output folder stays.
 
     Returns:
         How many were removed.
@@ -142,7 +145,7 @@ def remove_temp_files(out: str) -> int:
     removed = 0
     for folder, _dirs, files in os.walk(out):
         for name in files:
-            if _TEMP_NAME.match(name):
+            if imageio.is_temp_name(name):
                 os.remove(os.path.join(folder, name))
                 removed += 1
     return removed

@@ -9,28 +9,33 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
 from clearbg import storage
 from clearbg.batch.journal import Journal
 from clearbg.errors import StorageError
-from clearbg.removal.pipeline import FORMATS, count_photos, photo_record, remove_stream
+from clearbg.removal.pipeline import FORMATS, check_output_location, count_photos, photo_record, remove_stream
 from clearbg.inference.compose import OutputOptions
 from clearbg.inference.predictor import Predictor
 
 
 @dataclass
 class BatchSummary:
-    """What one run did (the full per-item table is ``results``)."""
+    """What one run did (the full per-item table is ``results``).
+
+    ``ok``, ``failed`` and ``skipped`` count this run; ``failures`` are the rows of ``results``
+    still failed after it, this run's or earlier ones' (a rerun skips those unless retrying).
+    """
 
     ok: int
     failed: int
     skipped: int
     seconds: float
     results: str
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -49,7 +54,8 @@ def output_for(out: str, ref: storage.ImageRef, fmt: str) -> str:
     return storage.join(out, ref.relpath.rpartition("/")[0], f"{ref.stem}.{fmt}")
 
 
-def batch_inputs(inputs: Sequence[str]) -> Iterator[tuple[storage.ImageRef, str]]:
+def batch_inputs(inputs: Sequence[str],
+                 on_error: storage.OnError | None = None) -> Iterator[tuple[storage.ImageRef, str]]:
     """The photos of a batch job, streaming, each with "" or why it cannot have its own output.
 
     One SRC folder is mirrored into DST; with several, each folder keeps its name (``cp -r a b
@@ -58,7 +64,8 @@ def batch_inputs(inputs: Sequence[str]) -> Iterator[tuple[storage.ImageRef, str]
     before anything runs. Within a folder, ``x.jpg`` and ``x.png`` would both write ``x.png``:
     the second is answered with an error naming the first. Listings come in name order, so
     every name with the stem ``x`` falls in the run of names starting with ``x.``; only the
-    stems whose run is still open are remembered, and memory stays flat.
+    stems whose run is still open are remembered, and memory stays flat. ``on_error`` is told
+    about what cannot be listed (see ``storage.iter_images``).
 
     Raises:
         StorageError: two inputs would write the same outputs.
@@ -77,13 +84,14 @@ def batch_inputs(inputs: Sequence[str]) -> Iterator[tuple[storage.ImageRef, str]
             raise StorageError(f"{tops[key]} and {item} would write the same outputs; "
                                "rename one, or run them into different --out folders")
         tops[key] = item
-    return _listing(inputs, names)  # a generator: the check above runs now, the listing when iterated
+    return _listing(inputs, names, on_error)  # a generator: the check above runs now, the listing when iterated
 
 
-def _listing(inputs: Sequence[str], names: list[str]) -> Iterator[tuple[storage.ImageRef, str]]:
+def _listing(inputs: Sequence[str], names: list[str],
+             on_error: storage.OnError | None) -> Iterator[tuple[storage.ImageRef, str]]:
     open_stems: dict[str, dict[str, str]] = {}  # folder -> {stem: uri} whose name run is still open
     for item, top in zip(inputs, names):
-        for ref in storage.iter_images([item]):
+        for ref in storage.iter_images([item], on_error):
             if len(inputs) > 1 and ref.relpath != top:  # a photo in folder `top`, not the file `top` itself
                 ref = storage.ImageRef(ref.uri, f"{top}/{ref.relpath}")
             folder, _, name = ref.relpath.rpartition("/")
@@ -97,17 +105,36 @@ def _listing(inputs: Sequence[str], names: list[str]) -> Iterator[tuple[storage.
             yield ref, ""
 
 
-def open_run(inputs: Sequence[str], out: str, *, retry_failed: bool,
-             counts: dict[str, int]) -> tuple[Journal, Iterator[storage.ImageRef]]:
-    """Start a batch job: check the inputs, open ``out``'s journal, and list what is left to do.
+def open_run(inputs: Sequence[str], out: str, fmt: str, *, retry_failed: bool, counts: dict[str, int],
+             unlisted: list[dict[str, Any]]) -> tuple[Journal, Iterator[storage.ImageRef]]:
+    """Start a batch job: check the inputs and ``out``, open its journal, list what is left to do.
 
     The listing skips photos the journal has (counted as ``skipped``) and journals photos whose
     output name is taken (``batch_inputs``) as ``failed``, so both engines treat them alike.
+    What cannot be listed (a folder without permission, a missing input, a broken link that may
+    have been a folder) is counted as ``failed`` and appended to ``unlisted`` as a results row,
+    not journaled: every run lists again, so it is reported for as long as it lasts.
 
     Returns:
         (the open journal, a lazy iterator over the photos still to process).
+
+    Raises:
+        StorageError: ``out`` would overwrite an input or be read back as one, or two inputs
+            would write the same outputs; nothing was written.
     """
-    listing = batch_inputs(inputs)
+    inputs = list(inputs)
+    check_output_location(inputs, out, fmt, mirrored=True)
+    several = len(inputs) > 1
+
+    def report(uri: str, err: StorageError) -> None:
+        item = next((i for i in inputs if f"{uri}/".startswith(i.rstrip("/") + "/")), "")
+        below = uri[len(item.rstrip("/")):].strip("/") if item else uri
+        top = item.rstrip("/").rsplit("/", 1)[-1] if several else ""
+        relpath = "/".join(part for part in (top, below) if part) or "."
+        unlisted.append(photo_record(storage.ImageRef(uri, relpath), "failed", 0.0, error=str(err)))
+        counts["failed"] += 1
+
+    listing = batch_inputs(inputs, report)
     journal = Journal(out)
     done = journal.done(retry_failed=retry_failed)
     journal.open()
@@ -142,7 +169,8 @@ def run_batch(
 
     Items already in ``out``'s journal are skipped (failed ones too, unless ``retry_failed``).
     Each output is written, then journaled; at the end the journal is compacted into
-    ``out/results.parquet`` (relpath, uri, status ok|failed, error, confidence, seconds, output).
+    ``out/results.parquet`` (relpath, uri, status ok|failed, error, confidence, seconds, output),
+    with a failed row for each folder or input this run could not list.
 
     Args:
         inputs: folders, files or s3:// prefixes (see ``batch_inputs`` for how they map to ``out``).
@@ -155,7 +183,8 @@ def run_batch(
         A ``BatchSummary``.
 
     Raises:
-        StorageError: an input is missing, or the journal/results cannot be written.
+        StorageError: ``out`` overlaps an input (``check_output_location``), two inputs would
+            write the same outputs, or the journal/results cannot be written.
 
     Example:
         >>> run_batch(["photos/"], "cut/", Predictor("u2netp")).ok  # doctest: +SKIP
@@ -165,7 +194,8 @@ def run_batch(
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     started = time.perf_counter()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
-    journal, pending = open_run(inputs, out, retry_failed=retry_failed, counts=counts)
+    unlisted: list[dict[str, Any]] = []
+    journal, pending = open_run(inputs, out, fmt, retry_failed=retry_failed, counts=counts, unlisted=unlisted)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(desc="batch", unit="img", disable=not show, dynamic_ncols=True)
     stop_counting = count_photos(inputs, bar) if show else None
@@ -185,5 +215,6 @@ def run_batch(
             stop_counting.set()
         journal.close()
         bar.close()
-    results = journal.write_results()
-    return BatchSummary(counts["ok"], counts["failed"], counts["skipped"], time.perf_counter() - started, results)
+    results, failures = journal.write_results(unlisted)
+    return BatchSummary(counts["ok"], counts["failed"], counts["skipped"], time.perf_counter() - started, results,
+                        failures)

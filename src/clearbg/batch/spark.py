@@ -71,7 +71,8 @@ def run_batch_spark(
     """
     started = time.perf_counter()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
-    journal, pending = open_run(inputs, out, retry_failed=retry_failed, counts=counts)
+    unlisted: list[dict[str, Any]] = []
+    journal, pending = open_run(inputs, out, fmt, retry_failed=retry_failed, counts=counts, unlisted=unlisted)
     own = spark is None
     spark = spark or local_spark("clearbg-batch")
     if worker_env is None:
@@ -95,8 +96,9 @@ def run_batch_spark(
         journal.close()
         if own:
             spark.stop()
-    results = journal.write_results()
-    return BatchSummary(counts["ok"], counts["failed"], counts["skipped"], time.perf_counter() - started, results)
+    results, failures = journal.write_results(unlisted)
+    return BatchSummary(counts["ok"], counts["failed"], counts["skipped"], time.perf_counter() - started, results,
+                        failures)
 
 
 def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_size: int | None, fmt: str,

@@ -7,8 +7,11 @@ import sys
 import click
 
 from clearbg.cli.options import OutputFormat
-from clearbg.errors import ClearbgError
+from clearbg.errors import ClearbgError, printable
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
+
+SHOW_FAILURES = 20
+"""Failed photos named on the terminal; results.parquet has them all."""
 
 
 @click.command("batch")
@@ -34,7 +37,8 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
     (even kill -9) skips them; DST/results.parquet lists every photo with its status, error,
     confidence, seconds and output. One SRC folder is mirrored into DST; several keep their
     names (DST/shoot1/..., DST/shoot2/...); a photo whose output name is taken (x.jpg and x.png)
-    is recorded as failed, not overwritten.
+    is recorded as failed, not overwritten. The first failures are named here, and the exit code
+    is 1 while results.parquet holds any, a rerun that only skips included.
 
     \b
     Examples:
@@ -64,11 +68,19 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
         else:
             summary = run_batch(inputs, out_dir, Predictor(model, device=device, batch_size=batch_size), **common)
     except (ClearbgError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+        raise click.ClickException(printable(str(err))) from err
     click.echo(
         f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done in {summary.seconds:.1f} s "
-        f"({summary.rate:.1f} img/s) -> {summary.results}",
+        f"({summary.rate:.1f} img/s) -> {printable(summary.results)}",
         err=True,
     )
-    if summary.failed:
+    # Failures of earlier runs count too: a rerun that only skips must not look like success.
+    for row in summary.failures[:SHOW_FAILURES]:
+        reason = row["error"] if row["error"].startswith(row["uri"]) else f"{row['uri']}: {row['error']}"
+        click.echo(f"FAILED {printable(reason)}", err=True)
+    if summary.failures:
+        more = len(summary.failures) - SHOW_FAILURES
+        shown = f" ({more} more not shown)" if more > 0 else ""
+        click.echo(f"{len(summary.failures)} still failed{shown}, all listed in {printable(summary.results)}; "
+                   "fix them, then rerun with --retry-failed", err=True)
         sys.exit(1)

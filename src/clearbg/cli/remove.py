@@ -7,7 +7,7 @@ import sys
 import click
 
 from clearbg.cli.options import OutputFormat
-from clearbg.errors import ClearbgError
+from clearbg.errors import ClearbgError, printable
 from clearbg.inference.predictor import ENGINES, PRECISIONS
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
 
@@ -52,17 +52,17 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
             mask_only=mask_only, bg_color=bg_color, canvas=Canvas.parse(canvas, margin) if canvas else None
         )
         predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size, engine=engine)
+        report = remove_files(
+            inputs, out_dir, predictor, options=options, fmt=fmt, quality=quality,
+            max_pixels=max_pixels, skip_existing=skip_existing,
+        )
     except (ClearbgError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
-    report = remove_files(
-        inputs, out_dir, predictor, options=options, fmt=fmt, quality=quality,
-        max_pixels=max_pixels, skip_existing=skip_existing,
-    )
+        raise click.ClickException(printable(str(err))) from err
     done = len(report.written)
     rate = done / report.seconds if report.seconds else 0.0
     click.echo(
         f"{done} written, {len(report.skipped)} already done, {len(report.failed)} failed "
-        f"in {report.seconds:.1f} s ({rate:.1f} img/s) -> {out_dir}",
+        f"in {report.seconds:.1f} s ({rate:.1f} img/s) -> {printable(out_dir)}",
         err=True,
     )
     if not report.written and not report.skipped and not report.failed:
@@ -70,6 +70,6 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
         sys.exit(1)
     for failure in report.failed:
         reason = failure.reason if failure.reason.startswith(failure.uri) else f"{failure.uri}: {failure.reason}"
-        click.echo(f"FAILED {reason}", err=True)
+        click.echo(f"FAILED {printable(reason)}", err=True)
     if report.failed:
         sys.exit(1)

@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from clearbg.errors import ClearbgError
 from clearbg.models.hub import resolve
 from clearbg.models.onnx_metadata import (  # noqa: F401 (read_metadata: part of this module's API)
     INPUT_NAME,

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from clearbg import imageio
+from clearbg.removal.pipeline import output_size
 from clearbg.inference.compose import Canvas, Color, OutputOptions, compose, parse_color
 from clearbg.inference.predictor import Predictor
 from clearbg.models.specs import DEFAULT_MODEL
@@ -69,17 +70,30 @@ class Remover:
             # One photo per core, every stage: decode, network, compose, encode.
             def one(job):
                 source, target = job
-                image = self._decode(source)
+                image = self._check_encodable(self._decode(source), source, options, format, target)
                 result = compose(image, self.predictor.predict_one(image), options)
                 return _as_input_kind(source, result, format, quality, target)
 
             return self.predictor.map(one, list(zip(images, outs)))
-        decoded = [self._decode(image) for image in images]
+        decoded = [self._check_encodable(self._decode(image), image, options, format, target)
+                   for image, target in zip(images, outs)]
         results = [compose(im, prob, options) for im, prob in zip(decoded, self.predictor.predict(decoded))]
         return [
             _as_input_kind(source, result, format, quality, target)
             for source, result, target in zip(images, results, outs)
         ]
+
+    @staticmethod
+    def _check_encodable(image: Image.Image, source: ImageLike, options: OutputOptions, fmt: str,
+                         out: str | Path | None) -> Image.Image:
+        """Refuse before the model runs a result that its output format cannot store."""
+        if out is not None:
+            fmt = Path(out).suffix or fmt
+        elif not isinstance(source, (bytes, bytearray, memoryview)):
+            return image  # returned as pixels: nothing is encoded
+        name = str(out or "<bytes>")
+        imageio.check_encodable(output_size(image, options), fmt, name)
+        return image
 
     def _decode(self, image: ImageLike) -> Image.Image:
         if isinstance(image, np.ndarray):
@@ -136,6 +150,8 @@ def remove(
     Raises:
         ImageError: the photo cannot be decoded (the message names it and says why).
         ImageTooLarge: more pixels than the limit.
+        OutputTooLarge: the result is larger than ``format`` can store (WebP 16383 px a side,
+            JPEG 65500); refused before the model runs.
         UnknownModel, WeightsNotFound: the model cannot be loaded.
 
     Example:

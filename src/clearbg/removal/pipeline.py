@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from clearbg import imageio, storage
-from clearbg.errors import ClearbgError
+from clearbg.errors import ClearbgError, StorageError
 from clearbg.inference.compose import OutputOptions, compose
 from clearbg.inference.predictor import Predictor
 from clearbg.removal.record import PhotoResult
@@ -53,6 +53,57 @@ def output_uri(out_dir: str, ref: storage.ImageRef, fmt: str) -> str:
     return storage.join(out_dir, f"{ref.stem}.{fmt}")
 
 
+def check_output_location(inputs: Sequence[str], out: str, fmt: str, *, mirrored: bool = False) -> None:
+    """Refuse an output location that would write over an input or be read back as one.
+
+    Outputs of an input folder land in its destination: ``out`` itself, or with ``mirrored``
+    and several inputs (``clearbg batch``: ``DST/<folder name>/...``) ``out/<folder name>``. A
+    destination that is the input folder overwrites its photos (an RGBA ``p.png`` by its own
+    cutout), and one inside it is walked again by the next run, which would cut out its own
+    cutouts: both are refused. A hidden folder (``photos/.cut``) is fine: walks skip names
+    starting with ``"."``. A file named as an input is refused only when its own output would
+    replace it. Runs before anything is written.
+
+    Raises:
+        StorageError: the message names the input and the output and says what to do.
+
+    Example:
+        >>> check_output_location(["photos/"], "photos/cut", "png")  # doctest: +SKIP
+        Traceback (most recent call last):
+        StorageError: --out photos/cut is inside the input folder photos/: ...
+    """
+    kind, target = storage.location(out)
+    for item in inputs:
+        name = item.rstrip("/").rsplit("/", 1)[-1]
+        where, place = storage.location(item)
+        if where != kind:
+            continue
+        if not storage.is_folder(item):
+            if storage.location(output_uri(out, storage.ImageRef(item, name), fmt)) == (where, place):
+                raise StorageError(
+                    f"--out {out} would write the output of {item} over {item} itself; "
+                    "choose another --out folder (or --format) so the photo is kept")
+            continue
+        if _visible_below(target, place):
+            what = "the input folder" if target == place else "inside the input folder"
+            raise StorageError(
+                f"--out {out} is {what} {item}: its outputs could overwrite photos there, and the next "
+                f"run would read them back as photos; choose an --out folder outside {item}")
+        if mirrored and len(inputs) > 1 and _visible_below(storage.location(storage.join(out, name))[1], place):
+            raise StorageError(
+                f"--out {out} would mirror the input folder {item} onto itself ({storage.join(out, name)}): "
+                f"its photos would be overwritten; choose an --out folder that does not hold {item}")
+
+
+def _visible_below(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or under it, with no hidden (``.``-named) folder between them."""
+    if path == folder:
+        return True
+    if not path.startswith(folder.rstrip("/") + "/"):
+        return False
+    return not any(part.startswith(".") for part in path[len(folder.rstrip("/")) + 1 :].split("/"))
+
+
 def read_photo(uri: str, max_pixels: int | None = None) -> Image.Image:
     """Read and decode one photo (upright, size-checked).
 
@@ -64,6 +115,13 @@ def read_photo(uri: str, max_pixels: int | None = None) -> Image.Image:
         (550, 832)
     """
     return imageio.open_image(storage.read_bytes(uri), max_pixels=max_pixels, name=uri)
+
+
+def output_size(image: Image.Image, options: OutputOptions) -> tuple[int, int]:
+    """The size ``compose`` will give the output of ``image``: the canvas's, else the photo's."""
+    if options.canvas is not None and not options.mask_only:
+        return options.canvas.width, options.canvas.height
+    return image.size
 
 
 def encode_output(image: Image.Image, prob, options: OutputOptions, fmt: str, quality: int = 95) -> bytes:
@@ -99,11 +157,17 @@ def remove_files(
         progress: show a progress bar (default: when stderr is a terminal).
 
     Returns:
-        A ``RemoveReport``. Input-level problems (a missing input folder) are failures too.
+        A ``RemoveReport``. Input-level problems (a missing input, a folder that cannot be
+        listed, a broken link) are failures too; the rest is still processed.
+
+    Raises:
+        StorageError: ``out_dir`` would overwrite an input or be read back as one (see
+            ``check_output_location``); nothing was written.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     inputs = list(inputs)
+    check_output_location(inputs, out_dir, fmt)
     report = RemoveReport()
     started = time.perf_counter()
     show = sys.stderr.isatty() if progress is None else progress
@@ -111,15 +175,18 @@ def remove_files(
     stop_counting = count_photos(inputs, bar) if show else None
     seen: dict[str, str] = {}
 
+    def unlisted(uri: str, err: StorageError) -> None:
+        report.failed.append(Failure(uri, str(err)))
+
     def todo() -> Iterator[tuple[storage.ImageRef, str]]:
-        for ref in _walk(inputs, report):
+        for ref in storage.iter_images(inputs, on_error=unlisted):
             target = output_uri(out_dir, ref, fmt)
             if target in seen:
                 report.failed.append(Failure(ref.uri, f"output name {target} is already used by {seen[target]}"))
                 bar.update()
                 continue
             seen[target] = ref.uri
-            if skip_existing and storage.exists(target):
+            if skip_existing and _finished(target, fmt):
                 report.skipped.append(target)
                 bar.update()
                 continue
@@ -198,7 +265,8 @@ def remove_stream(
 
     Yields:
         Lists of records (``photo_record``), one per photo once its output is in place; a photo
-        that cannot be read, decoded or written gets a ``failed`` record with the reason.
+        that cannot be read, decoded, stored in ``fmt`` (too large) or written gets a ``failed``
+        record with the reason.
 
     Example:
         >>> for records in remove_stream([(ref, "cut/a.png")], predictor):  # doctest: +SKIP
@@ -207,7 +275,10 @@ def remove_stream(
 
     def decode(ref: storage.ImageRef) -> tuple[Image.Image, float]:
         t0 = time.perf_counter()
-        return read_photo(ref.uri, max_pixels), time.perf_counter() - t0
+        image = read_photo(ref.uri, max_pixels)
+        # A result the format cannot store fails here, before the model spends time on it.
+        imageio.check_encodable(output_size(image, options), fmt, ref.uri)
+        return image, time.perf_counter() - t0
 
     def write(ref: storage.ImageRef, target: str, image: Image.Image, prob, spent: float) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -265,9 +336,14 @@ def photo_record(ref: storage.ImageRef, status: str, seconds: float, *, confiden
     return PhotoResult.failed(ref, error).to_dict()
 
 
-def _walk(inputs: Iterable[str], report: RemoveReport) -> Iterator[storage.ImageRef]:
-    for item in inputs:
-        try:
-            yield from storage.iter_images([item])
-        except ClearbgError as err:
-            report.failed.append(Failure(item, str(err)))
+def _finished(target: str, fmt: str) -> bool:
+    """An earlier run's output is there whole: it exists and ``imageio.is_complete`` says so.
+
+    A zero-byte or cut-short file (a full disk, a copy interrupted outside clearbg) is done again.
+    """
+    if not storage.exists(target):
+        return False
+    try:
+        return imageio.is_complete(storage.read_bytes(target), fmt)
+    except StorageError:
+        return False  # unreadable: writing it again says why, if it still fails

@@ -15,7 +15,9 @@ Every response carries ``X-Content-Type-Options: nosniff``.
 Results carry ``X-Width``, ``X-Height``, ``X-Confidence`` (0-1: how sure the model is of the mask) and
 ``X-Batch-Size`` (how many requests shared the model call). Errors are JSON in remove.bg's
 shape ``{"errors": [{"title": ..., "code": ...}]}`` with 400 (bad image or parameter),
-403 (API key), 408 (the upload did not arrive within the timeout), 413 (body or pixels over the limit), 415 (not an image format we decode),
+403 (API key), 408 (the upload did not arrive within the timeout), 413 (body or pixels over the limit),
+415 (not an image format we decode), 422 (the result is too large for the output format: WebP
+16383 px a side, JPEG 65500),
 503 (busy or model not loaded yet) or 504 (over the time limit).
 
 The model loads once per process. ``clearbg serve`` loads it before binding the port, so a
@@ -45,7 +47,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from clearbg import imageio
-from clearbg.errors import ClearbgError, ImageError, ImageTooLarge
+from clearbg.errors import ClearbgError, ImageError, ImageTooLarge, OutputTooLarge, printable
 from clearbg.models.specs import DEFAULT_MODEL
 from clearbg.serve.batching import MicroBatcher
 from clearbg.inference.confidence import confidence
@@ -61,7 +63,8 @@ if TYPE_CHECKING:  # annotations only; the module is imported where a Predictor 
 _log = logging.getLogger(__name__)
 
 _CODES = {400: "invalid_request", 403: "auth_failed", 404: "not_found", 405: "method_not_allowed",
-          408: "request_timeout", 413: "file_too_large", 415: "unsupported_media_type", 503: "server_busy", 504: "timeout"}
+          408: "request_timeout", 413: "file_too_large", 415: "unsupported_media_type", 422: "output_too_large",
+          503: "server_busy", 504: "timeout"}
 
 
 REMOVE_PATHS = ("/v1.0/removebg", "/v1/remove")
@@ -167,7 +170,7 @@ async def _load(state: _State, model: str, device: str | None, precision: str, e
         predictor = await asyncio.to_thread(Predictor, model, device=device, precision=precision, engine=engine)
     except (ClearbgError, ValueError, OSError) as err:
         state.load_error = f"model {model!r} could not be loaded: {err}"
-        _log.error(state.load_error)
+        _log.error(printable(state.load_error))
         return
     await _start_batcher(state, model, predictor)
 
@@ -330,17 +333,20 @@ async def _process(state: _State, data: bytes, options: RenderOptions, deadline:
 
 async def _work(state: _State, data: bytes, options: RenderOptions) -> tuple[Rendered, float, int]:
     loop = asyncio.get_running_loop()
-    image = await loop.run_in_executor(state.pixels, _decode, data, state.settings.max_pixels, options.size)
+    image = await loop.run_in_executor(state.pixels, _decode, data, state.settings.max_pixels, options)
     prob, batch = await state.batcher.predict(image)
 
     def finish() -> tuple[Rendered, float]:
-        return render(image, prob, options), confidence(prob)
+        try:
+            return render(image, prob, options), confidence(prob)
+        except OutputTooLarge as err:  # a crop margin made it larger than the photo
+            raise _too_large_for_format(err) from err
 
     rendered, score = await loop.run_in_executor(state.pixels, finish)
     return rendered, score, batch
 
 
-def _decode(data: bytes, max_pixels: int, size: str):
+def _decode(data: bytes, max_pixels: int, options: RenderOptions):
     try:
         image = imageio.open_image(data, max_pixels=max_pixels, name="upload")
     except ImageTooLarge as err:
@@ -349,4 +355,15 @@ def _decode(data: bytes, max_pixels: int, size: str):
         if isinstance(err.__cause__, UnidentifiedImageError):
             raise ApiError(415, str(err), "unsupported_media_type") from err
         raise ApiError(400, str(err), "invalid_image") from err
-    return fit_size(image, size)
+    image = fit_size(image, options.size)
+    if not options.crop:  # the size of a crop is known only after the model; render checks it then
+        try:
+            for fmt in options.encodings():
+                imageio.check_encodable(image.size, fmt, "upload")
+        except OutputTooLarge as err:
+            raise _too_large_for_format(err) from err
+    return image
+
+
+def _too_large_for_format(err: OutputTooLarge) -> ApiError:
+    return ApiError(422, str(err), "output_too_large")

@@ -83,6 +83,16 @@ class RenderOptions:
         color = parse_color(bg_color) if bg_color else None
         return cls(size, crop, parse_margin(crop_margin), color, channels, format)
 
+    def encodings(self) -> tuple[str, ...]:
+        """The formats ``render`` encodes the result in: ``zip`` holds a JPEG and a PNG, and
+        ``auto`` is PNG unless the result is opaque (on a solid colour without alpha)."""
+        if self.format == "zip":
+            return ("jpg", "png")
+        if self.format != "auto":
+            return (self.format,)
+        opaque = self.channels == "rgba" and self.bg_color is not None and len(self.bg_color) == 3
+        return ("jpg",) if opaque else ("png",)
+
 
 def parse_margin(text: str) -> tuple[tuple[float, str], ...]:
     """remove.bg's ``crop_margin``: 1, 2 or 4 values like ``30px``, ``10%`` or ``0``.
@@ -157,6 +167,9 @@ def render(image: Image.Image, prob: np.ndarray, options: RenderOptions) -> Rend
         A ``Rendered``. ``format=auto`` gives PNG when the result has transparency (a cutout or
         a mask) and JPEG on an opaque background colour.
 
+    Raises:
+        OutputTooLarge: the result is larger than its format can store.
+
     Example:
         >>> render(photo, prob, RenderOptions.parse(bg_color="white")).media_type   # doctest: +SKIP
         'image/jpeg'
@@ -179,7 +192,5 @@ def render(image: Image.Image, prob: np.ndarray, options: RenderOptions) -> Rend
         result = on_color(image, alpha, options.bg_color)
     else:
         result = cutout(image, alpha)
-    fmt = options.format
-    if fmt == "auto":
-        fmt = "png" if result.mode in ("RGBA", "L") else "jpg"
+    [fmt] = options.encodings()
     return Rendered(imageio.encode_image(result, fmt, quality=95), MEDIA_TYPES[fmt], *result.size)
