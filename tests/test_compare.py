@@ -129,3 +129,12 @@ def test_refuses_malformed_tables(broken, message):
 def test_negative_thresholds_are_refused():
     with pytest.raises(ComparisonError, match="margin and tolerance must be >= 0"):
         compare_evaluations(_table({"a1": 0.9}), _table({"a1": 0.9}), tolerance=-0.1)
+
+
+def test_a_group_dropping_exactly_the_tolerance_does_not_veto():
+    # Binary-exact numbers: shoes drop by exactly 0.25 = tolerance, which the rule allows (>= -tolerance);
+    # a veto at "<=" instead of "<" would refuse this challenger.
+    champion = _table({"a1": 0.25, "a2": 0.25, "b1": 1.0, "b2": 1.0}, GROUPS)
+    challenger = _table({"a1": 1.0, "a2": 1.0, "b1": 0.75, "b2": 0.75}, GROUPS)
+    assert compare_evaluations(champion, challenger, margin=0.0, tolerance=0.25).promote
+    assert not compare_evaluations(champion, challenger, margin=0.0, tolerance=0.1875).promote

@@ -98,3 +98,10 @@ def test_per_group_counts_and_summary_keys():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="same shape"):
         confusion_counts(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5))
+
+
+def test_a_probability_exactly_at_the_threshold_is_background():
+    # `pred > threshold`: 0.5 itself is not product; a ">=" would count it as a true positive.
+    pred = torch.tensor([[0.5, 0.5001, 0.4999, 0.5]])
+    truth = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    assert confusion_counts(pred, truth, threshold=0.5).tolist() == [[1, 0, 1, 2]]
