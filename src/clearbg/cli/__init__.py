@@ -17,6 +17,7 @@ from clearbg import __version__
 COMMANDS = {
     "remove": "clearbg.cli.remove:remove_command",
     "batch": "clearbg.cli.batch:batch_command",
+    "watch": "clearbg.cli.watch:watch_command",
     "download": "clearbg.cli.download:download_command",
     "models": "clearbg.cli.models:models_command",
     "prepare": "clearbg.cli.prepare:prepare_command",
