@@ -92,3 +92,22 @@ def test_a_source_split_can_be_overridden_and_the_error_says_how(source, tmp_pat
     splits = set(pd.read_parquet(f"{resplit}/manifest.parquet")["split"])
     assert splits == {"train", "val"}
     assert len(PairDataset(resplit, split="train")) > 0
+
+
+@pytest.mark.slow
+def test_profile_says_where_the_time_goes(prepared, tmp_path, make_mlflow_store):
+    from mlflow import MlflowClient
+
+    uri = make_mlflow_store(tmp_path)
+    result = train(_config(prepared, tmp_path, "max_steps=4", "profile=2", "init=scratch", "val_every=0",
+                           f"tracking_uri={uri}", "tensorboard=true"), progress=False)
+    text = (tmp_path / "u2netp-ds" / "profile.txt").read_text()
+    for phase in ("data", "forward", "backward", "optimizer"):
+        assert f"\n{phase} " in text
+    assert "2 steps after 1 warm-up step" in text and "top operators" in text and "convolution" in text
+    traces = list((tmp_path / "u2netp-ds" / "tensorboard" / "profile").glob("*.pt.trace.json*"))
+    assert traces, "no profiler trace for TensorBoard"
+    client = MlflowClient(uri)
+    run = client.search_runs([e.experiment_id for e in client.search_experiments()])[0]
+    assert "profile.txt" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert result.steps == 4

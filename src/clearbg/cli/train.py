@@ -15,7 +15,7 @@ from clearbg.errors import ClearbgError
 
 # Named flags are shorthands for --set KEY=VALUE (the same names as `python -m clearbg.train`).
 _FLAGS = ("data", "out", "run_name", "model", "init", "epochs", "max_steps", "batch_size", "lr", "size", "device",
-          "resume", "seed")
+          "resume", "seed", "profile")
 
 
 @click.command("train")
@@ -32,6 +32,9 @@ _FLAGS = ("data", "out", "run_name", "model", "init", "epochs", "max_steps", "ba
 @click.option("--resume", help="auto (default: continue the run's latest.pt) | never | a checkpoint path.")
 @click.option("--device", help="cpu, cuda, cuda:1 (default: CUDA when available).")
 @click.option("--seed", type=int, help="Seed for init, data order and augmentation (default 0).")
+@click.option("--profile", type=int, metavar="N",
+              help="Profile N steps: time per phase (data, forward, backward, optimizer) and the top operators "
+                   "in RUN/profile.txt, the trace in TensorBoard, both in MLflow.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML file of settings.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Any setting, e.g. --set loss.iou=0.5 --set scheduler=plateau (repeatable).")

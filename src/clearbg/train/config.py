@@ -100,6 +100,7 @@ class TrainConfig:
     experiment: str = "clearbg"  # MLflow experiment name
     tensorboard: bool = True  # also write TensorBoard events to <run_dir>/tensorboard
     device: str | None = None  # "cpu", "cuda", "cuda:1"; None: CUDA when available
+    profile: int = 0  # time this many steps by phase and record their operators (RUN/profile.txt, TensorBoard)
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, Mapping):
@@ -136,7 +137,7 @@ class TrainConfig:
             raise ConfigError(f"batch_size must be >= 1 or 'auto', got {self.batch_size}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        for key in ("weight_decay", "grad_clip", "warmup_steps", "workers", "val_every", "checkpoint_every"):
+        for key in ("weight_decay", "grad_clip", "warmup_steps", "workers", "val_every", "checkpoint_every", "profile"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         for key, choices in (("scheduler", SCHEDULERS), ("precision", PRECISIONS)):

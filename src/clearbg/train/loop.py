@@ -71,6 +71,7 @@ from clearbg.train.checkpoint import (
 from clearbg.train.config import TrainConfig
 from clearbg.train.losses import DeepSupervisionLoss
 from clearbg.train.model_init import calibrate_folded_batchnorm, init_model
+from clearbg.train.profiling import StepProfiler
 from clearbg.train.process_group import DistEnv, all_reduce_sum, barrier, broadcast_buffers, setup_distributed
 from clearbg.train.samplers import ShardSampler
 from clearbg.train.schedule import LRSchedule
@@ -420,6 +421,7 @@ class _Run:
                 log.info("step 0 (%s weights): val IoU %.4f", c.init, pos.start_iou)
 
         state = dict(model=model, optimizer=optimizer, schedule=schedule, scaler=scaler)
+        profiler = StepProfiler(c.profile if env.is_main else 0, self.run_dir, self.device)
         # Throughput counts every step but the first of this invocation (one-time kernel selection
         # and allocations), data loading included; validation and checkpoint writes are excluded.
         timed_images, timed_seconds, warm = 0, 0.0, False
@@ -435,6 +437,7 @@ class _Run:
             stop_early = False
             tick = time.perf_counter()
             for batch in loader:
+                profiler.phase("data")
                 images = batch["image"].to(self.device, non_blocking=True)
                 masks = batch["mask"].to(self.device, non_blocking=True)
                 x = self.preprocess.normalise(images)
@@ -443,8 +446,10 @@ class _Run:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                     outputs = net(x, logits=True)
                 loss, _ = loss_fn(outputs, masks)
+                profiler.phase("forward")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                profiler.phase("backward")
                 if c.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
@@ -456,6 +461,11 @@ class _Run:
                 pos.images += n
                 pos.batch += 1
                 pos.step += 1
+                profiler.phase("optimizer")
+                profiled = profiler.step_done()
+                if profiled is not None:
+                    log.info("%s", profiled)
+                    tracker.log_artifact(self.run_dir / "profile.txt")
                 now = time.perf_counter()
                 if warm:
                     timed_images, timed_seconds = timed_images + n, timed_seconds + now - tick
