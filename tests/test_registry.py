@@ -376,7 +376,7 @@ def test_registry_errors_suggest_only_what_remove_has(tmp_path, monkeypatch, hom
 # --------------------------------------------------------------------------- the CLI
 
 
-def test_cli_remove_serves_the_champion(story, uri, tmp_path, shared_data):
+def test_cli_remove_serves_the_champion(story, uri, tmp_path, shared_data, noisy):
     runner = CliRunner()
     original = next((shared_data / "fashion" / "images").glob("ccp_00*.jpg"))
     photo = tmp_path / "photo.png"  # a smaller copy keeps the test fast
@@ -390,6 +390,15 @@ def test_cli_remove_serves_the_champion(story, uri, tmp_path, shared_data):
     mask = np.asarray(Image.open(tmp_path / "served" / f"{photo.stem}.png"))
     assert mask.shape == (Image.open(photo).height, Image.open(photo).width) and 0 < mask.mean() < 255
     assert np.array_equal(mask, np.asarray(Image.open(tmp_path / "direct" / f"{photo.stem}.png")))
+    # The champion is the official weights here; a version with other weights must give their masks,
+    # and the same as the checkpoint file itself: a test that cannot tell which model ran proves nothing.
+    other = runner.invoke(cli, ["remove", *args, str(tmp_path / "v1"), "--model", "models:/shop/1"],
+                          env={"MLFLOW_TRACKING_URI": uri})
+    by_path = runner.invoke(cli, ["remove", *args, str(tmp_path / "path"), "--model", noisy])
+    assert other.exit_code == 0 and by_path.exit_code == 0, other.output + by_path.output
+    v1 = np.asarray(Image.open(tmp_path / "v1" / f"{photo.stem}.png"))
+    assert np.array_equal(v1, np.asarray(Image.open(tmp_path / "path" / f"{photo.stem}.png")))
+    assert np.mean(v1 != mask) > 0.01  # the noisy weights' mask is visibly another one
     usage = runner.invoke(cli, ["promote", "--name", "shop"], env={"MLFLOW_TRACKING_URI": uri})
     assert usage.exit_code == 2 and "--data" in usage.output
     ghost = runner.invoke(cli, ["promote", "--name", "ghost", "--data", "x"], env={"MLFLOW_TRACKING_URI": uri})
