@@ -13,7 +13,7 @@ from importlib import metadata
 
 from clearbg.errors import ClearbgError
 
-__all__ = ["ClearbgError", "Remover", "__version__", "create_model", "get_spec", "list_models", "remove"]
+__all__ = ["ClearbgError", "Remover", "__version__", "create_model", "get_spec", "list_models", "remove", "resolve"]
 
 try:
     __version__ = metadata.version("clearbg")
@@ -28,6 +28,7 @@ _LAZY = {
     "create_model": "clearbg.models",
     "get_spec": "clearbg.models",
     "list_models": "clearbg.models",
+    "resolve": "clearbg.models",
 }
 
 
