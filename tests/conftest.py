@@ -153,6 +153,27 @@ def tiny_pairs(shared_data) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
+def tiny_pairs_csv(tmp_path_factory, shared_data) -> Callable[..., str]:
+    """``make(n, split=None, domain="fashion")``: a CSV of the first ``n`` tiny pairs of a domain
+    (absolute paths, its own columns kept; ``split`` overrides the split column) for prepare."""
+    import pandas as pd
+
+    def make(n: int, split: str | list[str] | None = None, domain: str = "fashion") -> str:
+        root = shared_data / domain
+        rows = pd.read_csv(root / "manifest.csv")
+        rows = rows[rows["tiny"] == 1].sort_values("id").head(n).reset_index(drop=True)
+        rows["image"] = [str(root / p) for p in rows["image"]]
+        rows["mask"] = [str(root / p) for p in rows["mask"]]
+        if split is not None:
+            rows["split"] = split
+        path = tmp_path_factory.mktemp(f"pairs-{domain}") / "pairs.csv"
+        rows.to_csv(path, index=False)
+        return str(path)
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def fashion_photo(tiny_pairs):
     """One real fashion photo (RGB PIL image) from the tiny subset."""
     from PIL import Image

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -15,19 +14,13 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, shared_data) -> str:
+def prepared(tmp_path_factory, tiny_pairs_csv) -> str:
     from clearbg.data.prepare import PrepareConfig, prepare_dataset
 
-    root = shared_data / "fashion"
-    rows = pd.read_csv(root / "manifest.csv")
-    rows = rows[rows["tiny"] == 1].sort_values("id").head(8).reset_index(drop=True)
-    rows["image"] = [str(root / p) for p in rows["image"]]
-    rows["mask"] = [str(root / p) for p in rows["mask"]]
-    work = tmp_path_factory.mktemp("cuda")
-    rows.to_csv(work / "pairs.csv", index=False)
-    prepare_dataset(str(work / "pairs.csv"), str(work / "ds"), PrepareConfig(sizes=[(320, 320)], split=(0.75, 0.25, 0.0),
-                                                                             resplit=True), workers=1)
-    return str(work / "ds")
+    out = str(tmp_path_factory.mktemp("cuda") / "ds")
+    config = PrepareConfig(sizes=[(320, 320)], split=(0.75, 0.25, 0.0), resplit=True)
+    prepare_dataset(tiny_pairs_csv(8), out, config, workers=1)
+    return out
 
 
 def _train(prepared: str, out, *overrides: str):

@@ -18,18 +18,12 @@ from clearbg.models.preprocess import Preprocess
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, shared_data) -> str:
+def prepared(tmp_path_factory, tiny_pairs_csv) -> str:
     """4 real fashion pairs prepared with the defaults at the model's input size, split by us."""
-    root = shared_data / "fashion"
-    rows = pd.read_csv(root / "manifest.csv")
-    rows = rows[rows["tiny"] == 1].sort_values("id").head(4).reset_index(drop=True)
-    rows["image"] = [str(root / p) for p in rows["image"]]
-    rows["mask"] = [str(root / p) for p in rows["mask"]]
-    work = tmp_path_factory.mktemp("preprocess")
-    rows.to_csv(work / "pairs.csv", index=False)
+    out = str(tmp_path_factory.mktemp("preprocess") / "ds")
     config = PrepareConfig(sizes=[(320, 320)], split=(0.5, 0.5, 0.0), resplit=True)
-    prepare_dataset(str(work / "pairs.csv"), str(work / "ds"), config, workers=1)
-    return str(work / "ds")
+    prepare_dataset(tiny_pairs_csv(4), out, config, workers=1)
+    return out
 
 
 def test_training_and_inference_see_identical_inputs_for_the_same_photo(prepared):

@@ -17,17 +17,9 @@ from clearbg.train.loop import train
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory, shared_data) -> str:
+def source(tiny_pairs_csv) -> str:
     """6 real fashion pairs whose source rows all say split=test, like the tiny subset."""
-    root = shared_data / "fashion"
-    rows = pd.read_csv(root / "manifest.csv")
-    rows = rows[rows["tiny"] == 1].sort_values("id").head(6).reset_index(drop=True)
-    rows["image"] = [str(root / p) for p in rows["image"]]
-    rows["mask"] = [str(root / p) for p in rows["mask"]]
-    rows["split"] = "test"
-    work = tmp_path_factory.mktemp("defaults-src")
-    rows.to_csv(work / "pairs.csv", index=False)
-    return str(work / "pairs.csv")
+    return tiny_pairs_csv(6, split="test")
 
 
 @pytest.fixture(scope="module")
