@@ -103,3 +103,17 @@ def test_profile_says_where_the_time_goes(prepared, tmp_path, make_mlflow_store)
     run = client.search_runs([e.experiment_id for e in client.search_experiments()])[0]
     assert "profile.txt" in [a.path for a in client.list_artifacts(run.info.run_id)]
     assert result.steps == 4
+
+
+def test_freeze_bn_keeps_the_batchnorm_statistics(prepared, tmp_path):
+    from clearbg.train.checkpoint import load_checkpoint
+
+    def running_means(*overrides):
+        result = train(_config(prepared, tmp_path / "_".join(overrides), "init=scratch", "max_steps=2", "val_every=0",
+                               *overrides), progress=False)
+        state = load_checkpoint(result.last_checkpoint)["model"]
+        return {k: v for k, v in state.items() if k.endswith("running_mean")}
+
+    frozen, trained = running_means("freeze_bn=true"), running_means("freeze_bn=false")
+    assert all(v.abs().max() == 0 for v in frozen.values())  # a scratch init's statistics, untouched
+    assert any(v.abs().max() > 0 for v in trained.values())

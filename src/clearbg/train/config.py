@@ -85,6 +85,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
     scheduler: str = "cosine"  # after warm-up: "cosine" to 0 | "plateau" (halve on flat val IoU) | "none"
     warmup_steps: int = 100  # linear warm-up from lr/100 over this many steps (capped at a tenth of the run)
+    freeze_bn: bool = False  # BatchNorm normalises with its running statistics while fine-tuning (small sets)
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
     precision: str = "auto"  # "auto" (bf16 on GPUs and AMX CPUs, else fp16 on GPU, fp32 on CPU) | "fp32" | "bf16" | "fp16" (CUDA)
     channels_last: bool = True  # NHWC activations: faster convolutions with oneDNN and cuDNN

@@ -123,6 +123,17 @@ class TrainResult:
 # --------------------------------------------------------------------------- small pieces
 
 
+def _train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
+    """Training mode; with ``freeze_bn`` every BatchNorm keeps normalising with its running
+    statistics (eval mode) while its scale and shift still learn: a small fine-tuning set with
+    heavy augmentation would otherwise pull the statistics away from real photos."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def _warn_if_worse(pos: _Position, metrics: dict[str, float], config: TrainConfig) -> None:
     """Say loudly when fine-tuning ended below where the pretrained weights started."""
     final = metrics.get("val/iou")
@@ -433,7 +444,7 @@ class _Run:
             self.train_sampler.set_epoch(epoch, skip=pos.batch * pos.batch_size)
             loader = self._loader(self.train_ds, self.train_sampler, pos.batch_size, c.seed * 1000003 + epoch)
             bar = self._bar(epoch, steps_per_epoch, pos.batch)
-            net.train()
+            _train_mode(net, freeze_bn=c.freeze_bn)
             stop_early = False
             tick = time.perf_counter()
             for batch in loader:
@@ -533,19 +544,18 @@ class _Run:
 
     def _validate(self, model: nn.Module) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         metrics = validate(model, self.spec, self.val, self.device, rank=self.env.rank, world=self.env.world_size)
-        model.train()
-        return metrics, self._preview(model) if self.env.is_main else {}
+        preview = self._preview(model) if self.env.is_main else {}
+        _train_mode(model, freeze_bn=self.config.freeze_bn)
+        return metrics, preview
 
     @torch.no_grad()
     def _preview(self, model: nn.Module) -> dict[str, np.ndarray]:
         """A few val photos at the training size: photo, truth and prediction, for a grid."""
         batch = [self.val_ds[i] for i in range(min(4, len(self.val_ds)))]
         images = torch.stack([b["image"] for b in batch]).to(self.device)
-        was_training = model.training
         model.eval()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             logits = model(self.preprocess.normalise(images), fused_only=True, logits=True)
-        model.train(was_training)
         return {
             "photo": (images.float().cpu().permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8),
             "truth": torch.stack([b["mask"][0] for b in batch]).numpy() > 0.5,
