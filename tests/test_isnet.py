@@ -99,6 +99,9 @@ def test_spec_follows_rembg_isnet_general_use():
     weights = spec.weights
     assert (weights.registry, weights.package, weights.version) == ("npm", "@imgly/background-removal-data", "1.4.5")
     assert (weights.chunks, weights.member) == ("dist/resources.json", "/models/medium")
+    assert str(weights) == "npm:@imgly/background-removal-data@1.4.5:dist/resources.json#/models/medium"
+    with pytest.raises(ValueError, match="registry must be one of"):
+        dataclasses.replace(weights, registry="huggingface")
     assert "Apache-2.0" in spec.license and "AGPL-3.0" in spec.license
 
 

