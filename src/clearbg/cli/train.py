@@ -20,7 +20,7 @@ _FLAGS = ("data", "out", "run_name", "model", "init", "epochs", "max_steps", "ba
 
 @click.command("train")
 @click.option("--data", help="Prepared dataset folder (`clearbg prepare`); or data: in --config.")
-@click.option("--model", help="Registry name: u2netp (default), u2net, unet, ...")
+@click.option("--model", help="Registry name: u2netp (default), u2net, isnet, unet, ...")
 @click.option("--init", help="official (default) | scratch | a .pth/.pt checkpoint | another registry name.")
 @click.option("--epochs", type=int, help="Passes over the train split (default 10).")
 @click.option("--batch-size", help="Images per step and process, or 'auto' (largest that fits; default 8).")

@@ -91,7 +91,7 @@ def resolve(model: ModelRef = DEFAULT_MODEL, *, pretrained: bool = True, onnx: b
     if pretrained:
         path = cached_weights(spec)
         load_state_dict_strict(network, load_state_dict_file(path), str(path))
-        source = f"{spec.name} ({spec.weights.package}=={spec.weights.version}:{spec.weights.member})"
+        source = f"{spec.name} ({spec.weights})"
     return ResolvedModel(network.eval(), spec, source)
 
 

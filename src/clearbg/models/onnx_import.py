@@ -1,10 +1,17 @@
-"""Official U2-Net weights from the ONNX files that ship in registry packages.
+"""Official weights from the ONNX files that ship in registry packages (U2-Net, IS-Net).
 
-Those files (PyTorch 1.9 exports) have BatchNorm folded into each conv and anonymous initializer
-names. The i-th Conv node in graph order is the i-th ``nn.Conv2d`` to run in the official
-forward pass (``../shared/reference/onnx_conv_map.json`` documents this; side1..6 and outconv keep
-their names and confirm it), so we record our model's execution order with hooks and zip the
-two. Folded conv weight and bias go into ``conv_s1``; each ``bn_s1`` becomes an identity.
+Those files have BatchNorm folded into each conv and anonymous initializer names, so each Conv
+node is matched to the ``nn.Conv2d`` of the official model it came from in one of two ways:
+
+* by node name, where the exporter kept the module path (PyTorch >= 1.13: the IS-Net file's
+  ``/stage1/rebnconvin/conv_s1/Conv`` is ``stage1.rebnconvin.conv_s1``);
+* by execution order otherwise (rembg's PyTorch 1.9 U2-Net exports): the i-th Conv node in
+  graph order is the i-th conv to run in the official forward pass
+  (``../shared/reference/onnx_conv_map.json`` documents this; side1..6 and outconv keep their
+  names and confirm it), so we record our model's execution order with hooks and zip the two.
+
+Folded conv weight and bias go into ``conv_s1``; each ``bn_s1`` becomes an identity. Weights
+stored as float16 are widened to float32.
 """
 
 from __future__ import annotations
@@ -49,37 +56,43 @@ def identity_batchnorm_(state_dict: dict[str, torch.Tensor], eps: float = 1e-5) 
 
 
 def state_dict_from_onnx(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """Convert an official U2-Net/U2-NetP ONNX export into the official PyTorch state dict.
+    """Convert an official ONNX export (BatchNorm folded) into the official PyTorch state dict.
 
     Returns:
         (state_dict, arch) where arch is the registry architecture it fits.
 
     Raises:
-        CheckpointMismatch: the file is not a BN-folded export of a registered U2 model.
+        CheckpointMismatch: the file is not a BN-folded export of a registered architecture.
     """
     import onnx
     from onnx import numpy_helper
 
-    from clearbg.models.specs import get_spec
+    from clearbg.models.specs import get_spec, list_models
 
     graph = onnx.load(str(path)).graph
     initializers = {init.name: init for init in graph.initializer}
     convs = [node for node in graph.node if node.op_type == "Conv"]
-    for arch in ("u2netp", "u2net"):
+    by_module = {node.name.strip("/").removesuffix("/Conv").replace("/", "."): node for node in convs}
+    archs = sorted({name.split(".")[0] for name in list_models()})
+    for arch in archs:
         model = get_spec(arch).builder()
-        order = conv_execution_order(model)
-        state_dict = model.state_dict()
-        if len(order) != len(convs) or any(
-            tuple(initializers[node.input[1]].dims) != tuple(state_dict[f"{name}.weight"].shape)
-            for name, node in zip(order, convs)
-        ):
+        names = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+        if len(names) != len(convs):
             continue
-        for name, node in zip(order, convs):
+        if set(names) == set(by_module):
+            nodes = [by_module[name] for name in names]
+        else:
+            names, nodes = conv_execution_order(model), convs
+        state_dict = model.state_dict()
+        if any(tuple(initializers[node.input[1]].dims) != tuple(state_dict[f"{name}.weight"].shape)
+               for name, node in zip(names, nodes)):
+            continue
+        for name, node in zip(names, nodes):
             for key, init_name in zip(("weight", "bias"), node.input[1:3]):
                 array = np.array(numpy_helper.to_array(initializers[init_name]), dtype=np.float32)
                 state_dict[f"{name}.{key}"] = torch.from_numpy(array)
         identity_batchnorm_(state_dict)
         return state_dict, arch
     raise CheckpointMismatch(
-        f"{path}: {len(convs)} Conv nodes that match neither u2netp nor u2net in execution order"
+        f"{path}: its {len(convs)} Conv nodes match none of {', '.join(archs)} by module name or execution order"
     )

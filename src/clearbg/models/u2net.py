@@ -90,7 +90,39 @@ class RSU4F(nn.Module):
         return hx1d + hxin
 
 
-class U2Net(nn.Module):
+class NestedUNet(nn.Module):
+    """The body U^2-Net and IS-Net share: six encoder stages of RSU blocks (2x max-pooling
+    between them), five decoder stages, and a 3x3 side conv on each decoder level.
+
+    Subclasses call ``_add_stages`` where the official model defines those modules, so the
+    state-dict order matches theirs, and ``decode`` in their forward pass.
+    """
+
+    def _add_stages(self, stages: dict[str, tuple[int, int, int]], side_channels: tuple[int, ...], out_ch: int) -> None:
+        heights = {"1": 7, "2": 6, "3": 5, "4": 4}
+        for name, (cin, cmid, cout) in stages.items():
+            level = name.removeprefix("stage").removesuffix("d")
+            block = RSU(heights[level], cin, cmid, cout) if level in heights else RSU4F(cin, cmid, cout)
+            setattr(self, name, block)
+        for i, ch in enumerate(side_channels, start=1):
+            setattr(self, f"side{i}", nn.Conv2d(ch, out_ch, 3, padding=1))
+
+    def decode(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The map each side conv reads: ``{1: hx1d, ..., 5: hx5d, 6: hx6}``; level i is at
+        1/2^(i-1) of ``x``'s size."""
+        enc = [self.stage1(x)]  # hx1 .. hx6
+        for i in range(2, 7):
+            pooled = F.max_pool2d(enc[-1], 2, stride=2, ceil_mode=True)
+            enc.append(getattr(self, f"stage{i}")(pooled))
+        dec = {6: enc[5]}  # hx6, hx5d .. hx1d
+        hx = enc[5]
+        for i in range(5, 0, -1):
+            hx = getattr(self, f"stage{i}d")(torch.cat((_upsample_like(hx, enc[i - 1]), enc[i - 1]), 1))
+            dec[i] = hx
+        return dec
+
+
+class U2Net(NestedUNet):
     """Six encoder stages, five decoder stages, six side outputs fused by a 1x1 conv.
 
     ``forward`` returns seven probability maps (already through a sigmoid), each (B, 1, H, W):
@@ -111,25 +143,11 @@ class U2Net(nn.Module):
         out_ch: int = 1,
     ):
         super().__init__()
-        heights = {"1": 7, "2": 6, "3": 5, "4": 4}
-        for name, (cin, cmid, cout) in stages.items():
-            level = name.removeprefix("stage").removesuffix("d")
-            block = RSU(heights[level], cin, cmid, cout) if level in heights else RSU4F(cin, cmid, cout)
-            setattr(self, name, block)
-        for i, ch in enumerate(side_channels, start=1):
-            setattr(self, f"side{i}", nn.Conv2d(ch, out_ch, 3, padding=1))
+        self._add_stages(stages, side_channels, out_ch)
         self.outconv = nn.Conv2d(6 * out_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor, fused_only: bool = False, logits: bool = False):
-        enc = [self.stage1(x)]  # hx1 .. hx6
-        for i in range(2, 7):
-            pooled = F.max_pool2d(enc[-1], 2, stride=2, ceil_mode=True)
-            enc.append(getattr(self, f"stage{i}")(pooled))
-        dec = {6: enc[5]}  # hx6, hx5d .. hx1d
-        hx = enc[5]
-        for i in range(5, 0, -1):
-            hx = getattr(self, f"stage{i}d")(torch.cat((_upsample_like(hx, enc[i - 1]), enc[i - 1]), 1))
-            dec[i] = hx
+        dec = self.decode(x)
         d1 = self.side1(dec[1])
         sides = [d1] + [_upsample_like(getattr(self, f"side{i}")(dec[i]), d1) for i in range(2, 7)]
         d0 = self.outconv(torch.cat(sides, 1))

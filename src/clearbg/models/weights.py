@@ -110,7 +110,7 @@ def match_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "ch
         source: what the weights are, for the error message.
 
     Returns:
-        The arch name (``u2netp``, ``u2net``, ``unet``).
+        The arch name (``u2netp``, ``u2net``, ``isnet``, ``unet``).
 
     Raises:
         CheckpointMismatch: no architecture fits; the message says how far off each one is.

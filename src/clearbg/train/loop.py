@@ -289,6 +289,12 @@ class _Run:
         self.spec = get_spec(config.model)
         self.show = env.is_main and (sys.stderr.isatty() if progress is None else progress)
         self.preprocess = self.spec.preprocess
+        if config.size != self.spec.input_size and env.is_main:
+            # Validation and every prediction resize photos to the spec's size, so a model
+            # trained at another size meets its products at another scale in use.
+            log.warning("training %s at %d px, but it predicts at %d px (its input size): use --size %d "
+                        "to train at the scale it is used at", self.spec.name, config.size,
+                        self.spec.input_size, self.spec.input_size)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
 
