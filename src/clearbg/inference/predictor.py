@@ -102,6 +102,8 @@ class Predictor:
             engine = "onnxruntime" if is_onnx_export(model) else "torch"
         found = model if isinstance(model, ResolvedModel) else resolve(model, onnx=engine == "onnxruntime")
         self.engine, self.source = engine, found.source
+        # The reference as given (a name, file or URI): what finds the model's calibration.
+        self.model = None if isinstance(model, (ResolvedModel, torch.nn.Module)) else model
         if engine == "onnxruntime":
             from clearbg.inference.onnx_engine import ort_network
 
@@ -126,6 +128,12 @@ class Predictor:
     @property
     def input_size(self) -> int:
         return self.spec.input_size
+
+    @property
+    def has_sides(self) -> bool:
+        """Whether ``predict_detailed`` gives side outputs: U2-Net on the PyTorch engine (an ONNX
+        export carries the fused map only, a U-Net has no sides)."""
+        return self.engine == "torch" and self.spec.arch in ("u2net", "u2netp")
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """The model's input for ``image`` by its spec's preprocessing contract.
