@@ -125,3 +125,42 @@ def test_shipped_u2netp_calibration_scores_real_photos(tiny_pairs):
     score, review = gate.judge(prediction, source=rows[0]["image"], image=photo)
     assert review and sent[0].score == score and sent[0].model == scorer.model
     assert not QualityGate(scorer, threshold=0.0, send=sent.append).judge(prediction, source="x", image=photo)[1]
+
+
+def test_calibrate_fits_on_the_val_split_and_then_the_gate_works_for_that_checkpoint(tmp_path, shared_data):
+    """`clearbg calibrate` on real photos (10 tiny-subset fashion pairs at half size in `val`), stored
+    beside the checkpoint; then `clearbg remove --review-below` runs with it."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from clearbg.cli import cli
+    from clearbg.data.prepare import PrepareConfig, prepare_dataset
+
+    root = shared_data / "fashion"
+    rows = pd.read_csv(root / "manifest.csv")
+    rows = rows[rows["tiny"] == 1].sort_values("id").head(10).reset_index(drop=True)
+    for column, resample in (("image", Image.Resampling.BILINEAR), ("mask", Image.Resampling.NEAREST)):
+        (tmp_path / column).mkdir()
+        for i, rel in enumerate(list(rows[column])):
+            with Image.open(root / rel) as im:
+                target = tmp_path / column / f"{rows.loc[i, 'id']}.png"
+                im.resize((im.width // 2, im.height // 2), resample).save(target)
+            rows.loc[i, column] = str(target)
+    rows["split"] = "val"
+    rows.to_csv(tmp_path / "pairs.csv", index=False)
+    prepare_dataset(str(tmp_path / "pairs.csv"), str(tmp_path / "ds"), PrepareConfig(sizes=[(32, 32)]), workers=1)
+    checkpoint = tmp_path / "shop.pth"
+    shutil.copy(cached_weights(get_spec("u2netp")), checkpoint)
+
+    runner = CliRunner()
+    fitted = runner.invoke(cli, ["calibrate", "--model", str(checkpoint), "--data", str(tmp_path / "ds")])
+    assert fitted.exit_code == 0, fitted.output
+    assert f"fitted on 10 photos of {tmp_path / 'ds'}:val" in fitted.output
+    calibration = load_calibration(str(checkpoint))
+    assert calibration.model == model_version(str(checkpoint)) and calibration.photos == 10
+    gated = runner.invoke(cli, ["remove", rows.loc[0, "image"], "--out", str(tmp_path / "cut"), "--model",
+                                str(checkpoint), "--review-below", "1.0", "--queue", str(tmp_path / "q.db")])
+    assert gated.exit_code == 0, gated.output
+    assert "1 under confidence 1.0000 sent to review" in gated.output
+    missing = runner.invoke(cli, ["calibrate", "--model", str(checkpoint), "--data", f"{tmp_path / 'ds'}:test"])
+    assert missing.exit_code == 1 and "split 'test'" in missing.output

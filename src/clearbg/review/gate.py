@@ -10,6 +10,7 @@ score and model version.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from clearbg import storage
@@ -17,6 +18,8 @@ from clearbg.errors import CalibrationError
 from clearbg.inference.predictor import Predictor
 from clearbg.quality.gate import Candidate, QualityGate, Scorer
 from clearbg.review.queue import DEFAULT_QUEUE, ReviewQueue
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,19 +53,24 @@ def build_gate(predictor: Predictor, settings: ReviewSettings | None = None, *, 
         job: recorded with each enqueued item (``batch DST``, ``remove DIR``, ``serve``).
 
     Returns:
-        A gate, or None when there is no threshold and the model has no calibration (no score).
+        A gate, or None when there is no threshold and the model has no calibration, or a stale
+        one (other weights: a warning says how to refit it); then outputs carry no score.
 
     Raises:
         CalibrationError: a threshold was asked for and the model has no calibration (the message
-            gives the command that fits one), both ``below`` and ``share`` were given, or the
-            calibration belongs to other weights.
+            gives the command that fits one) or one for other weights, or both ``below`` and
+            ``share`` were given.
         ReviewError: the queue cannot be opened.
     """
     settings = settings or ReviewSettings()
     if settings.below is not None and settings.share is not None:
         raise CalibrationError("give --review-below or --review-share, not both")
     if not settings.active:
-        scorer = Scorer.for_model(predictor.model) if predictor.model is not None else None
+        try:
+            scorer = Scorer.for_model(predictor.model) if predictor.model is not None else None
+        except CalibrationError as err:  # removal goes on; only a score nobody should trust is left out
+            _log.warning("no confidence scores: %s", err)
+            return None
         return None if scorer is None else QualityGate(scorer)
     scorer = Scorer.for_model(predictor.model, flip=settings.flip) if predictor.model is not None else None
     if scorer is None:
