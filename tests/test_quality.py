@@ -100,11 +100,12 @@ def test_calibration_lives_beside_its_checkpoint_and_changed_weights_are_refused
 
 
 def test_shipped_u2netp_calibration_scores_real_photos(tiny_pairs):
-    """The calibration that ships for the official u2netp: worse masks score lower."""
+    """The calibration that ships for the official u2netp, on the 32 photos of the tiny subset (both
+    domains): worse masks score lower (measured Spearman 0.78) and the score is close to the IoU."""
     scorer = Scorer.for_model("u2netp", flip=True)
     assert scorer is not None and scorer.model == model_version("u2netp")
     predictor = Predictor("u2netp")
-    rows = [r for r in tiny_pairs if r["domain"] == "fashion"][:8]
+    rows = tiny_pairs
     scores, ious = [], []
     for row in rows:
         photo = Image.open(row["image"]).convert("RGB")
@@ -115,7 +116,7 @@ def test_shipped_u2netp_calibration_scores_real_photos(tiny_pairs):
         scores.append(scorer.score(prediction))
         assert prediction.sides.shape[0] == 6 and prediction.flipped.shape == prediction.small.shape
     assert all(0 < s <= 1 for s in scores)
-    assert spearmanr(scores, ious)[0] > 0.5
+    assert spearmanr(scores, ious)[0] > 0.65
     assert np.mean(np.abs(np.array(scores) - np.array(ious))) < 0.05
     # The gate judges: under the threshold a candidate goes out, over it nothing happens.
     sent = []
