@@ -11,7 +11,12 @@ whatever the photo's size). None of them needs the true mask; the calibration
 * side agreement: IoU of U2-Net's side outputs with the fused mask (coarse sides that disagree
   mean the decoder could not settle the shape);
 * flip agreement: IoU of the mask with the mask of the mirrored photo, mirrored back;
-* shape: fragments, holes, contact with the frame, the product's share of the photo.
+* shape: fragments, holes, contact with the frame, the product's share of the photo;
+* ``standin``: the share of the possible-product region above 0.9, the score clearbg reported
+  before the calibration (kept so ``bench/confidence.py`` compares against it).
+
+Not every signal feeds the calibration (see ``calibration.VARIANTS``); the bench reports how
+each one alone ranks photos, which is how the combined sets were chosen.
 """
 
 from __future__ import annotations

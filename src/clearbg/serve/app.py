@@ -20,7 +20,8 @@ shape ``{"errors": [{"title": ..., "code": ...}]}`` with 400 (bad image or param
 403 (API key), 408 (the upload did not arrive within the timeout), 413 (body or pixels over the limit),
 415 (not an image format we decode), 422 (the result is too large for the output format: WebP
 16383 px a side, JPEG 65500),
-503 (busy or model not loaded yet) or 504 (over the time limit).
+503 (busy, model not loaded yet, or the review queue could not take a photo under the review
+threshold: ``review_unavailable``) or 504 (over the time limit).
 
 The model loads once per process. ``clearbg serve`` loads it before binding the port, so a
 mistyped or broken model stops the process with an error. Given only a model name,
