@@ -168,6 +168,8 @@ def test_cli_register_evaluates_and_prints_the_figures(story, official_evaluatio
     assert "registered models:/shop/2 (alias challenger) from u2netp [u2netp.official]" in out
     assert f"mean IoU {official_evaluation.summary()['overall']['iou_mean']:.4f}" in out
     assert "long_pants: 2 images" in out and "shorts: 2 images" in out
+    # Its dataset has no val split: registered without a confidence calibration, saying how to fit one.
+    assert "no confidence calibration" in out and "clearbg calibrate --model models:/shop/2" in out
 
 
 def test_better_challenger_is_promoted_and_the_old_champion_stays_reachable(story, client):
