@@ -34,7 +34,7 @@ def model_version(model: ModelRef) -> str:
 
     Example:
         >>> model_version("u2netp")
-        'u2netp.official@309c8469fa4a'
+        'u2netp.official@309c8469258d'
 
     Raises:
         CalibrationError: a reference without a stable version (a ``runs:/`` URI, a module).
