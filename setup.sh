@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 # System packages: a Java runtime for Spark (TorchDistributor), Debian's Chromium for the
-# report and in-browser tests (driven by Playwright; never `playwright install`), npm.
+# report and in-browser tests (driven by Playwright; never `playwright install`), npm, and
+# PostgreSQL's server for the review queue's tests (they start a throwaway server; its binaries
+# live in /usr/lib/postgresql/<major>/bin, off PATH).
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
     apt-get update && apt-get install -y "${missing[@]}"
 fi

@@ -249,3 +249,52 @@ def without_root_override() -> list[str]:
         pytest.fail(f"setpriv cannot drop capabilities here ({probe.stderr.strip()}); run the tests as a non-root user",
                     pytrace=False)
     return prefix
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _postgres_bin() -> pathlib.Path | None:
+    """Debian keeps PostgreSQL's server binaries off PATH, in /usr/lib/postgresql/<major>/bin."""
+    found = shutil.which("initdb")
+    if found:
+        return pathlib.Path(found).parent
+    versions = sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real, throwaway PostgreSQL server on a loopback port for this test session: its URL
+    (``postgresql://clearbg@127.0.0.1:PORT/postgres``). initdb refuses root, so as root the
+    server runs as the ``postgres`` user. Skipped, saying why, only where the binaries are missing
+    (``./setup.sh`` installs Debian's ``postgresql``)."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not found (initdb in /usr/lib/postgresql/*/bin or on PATH); "
+                    "./setup.sh installs them: apt-get install postgresql")
+    import tempfile
+
+    # Not under pytest's tmp folder: that one is private to root, and the server runs as postgres.
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="clearbg-postgres-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        user = pwd.getpwnam("postgres")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    data = folder / "data"
+    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "clearbg"],
+                   check=True, capture_output=True)
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"),
+                    "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://clearbg@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -384,9 +384,11 @@ def test_s3_in_and_out(s3_bucket, s3_client, predictor, fashion):
     assert len(list(Journal(f"{s3_bucket}/cut/").records())) == 4
 
 
-def test_spark_engine_reads_and_writes_s3(s3_bucket, s3_client, fashion):
+def test_spark_engine_reads_and_writes_s3(s3_bucket, s3_client, fashion, tmp_path):
     pytest.importorskip("pyspark")
     from clearbg.batch.spark import run_batch_spark
+    from clearbg.review import ReviewQueue
+    from clearbg.review.gate import ReviewSettings
 
     bucket = s3_bucket.removeprefix("s3://")
     for photo in fashion[:4]:
@@ -397,15 +399,21 @@ def test_spark_engine_reads_and_writes_s3(s3_bucket, s3_client, fashion):
     # process would otherwise hand them the environment from before the S3 fixture set it.
     keys = {name: os.environ[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CONFIG_FILE",
                                                 "AWS_SHARED_CREDENTIALS_FILE", "CLEARBG_S3_ENDPOINT_URL")}
+    # The gate on the executors: every good photo under the threshold, its images in the bucket.
+    review = ReviewSettings(below=1.0, queue=str(tmp_path / "queue.db"), images=f"{s3_bucket}/review")
     summary = run_batch_spark([f"{s3_bucket}/raw/"], f"{s3_bucket}/cut/", "u2netp", batch_size=2, partitions=2,
-                              worker_env=keys)
-    assert (summary.ok, summary.failed, summary.skipped) == (4, 1, 0)
+                              worker_env=keys, review=review)
+    assert (summary.ok, summary.failed, summary.skipped, summary.reviewed) == (4, 1, 0, 4)
     body = s3_client.get_object(Bucket=bucket, Key="cut/results.parquet")["Body"].read()
     table = pd.read_parquet(io.BytesIO(body)).set_index("relpath")
     assert len(table) == 5 and table.loc["bad.jpg", "status"] == "failed"
     assert table.loc["bad.jpg", "error"] and pd.isna(table.loc["bad.jpg", "confidence"])
     ok = table[table.status == "ok"]
-    assert ok.confidence.between(0.5, 1.0).all()
+    assert ok.confidence.between(0.5, 1.0).all() and ok.review.all() and not table.loc["bad.jpg", "review"]
+    with ReviewQueue(review.queue) as queue:
+        items = list(queue.items())
+        assert len(items) == 4 and all(item.photo.startswith(f"{s3_bucket}/review/") for item in items)
+        assert Image.open(io.BytesIO(queue.read(items[0].mask))).mode == "L"
     for output in ok.output:
         key = output.removeprefix(f"{s3_bucket}/")
         assert Image.open(io.BytesIO(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())).mode == "RGBA"

@@ -168,6 +168,8 @@ def test_cli_register_evaluates_and_prints_the_figures(story, official_evaluatio
     assert "registered models:/shop/2 (alias challenger) from u2netp [u2netp.official]" in out
     assert f"mean IoU {official_evaluation.summary()['overall']['iou_mean']:.4f}" in out
     assert "long_pants: 2 images" in out and "shorts: 2 images" in out
+    # Its dataset has no val split: registered without a confidence calibration, saying how to fit one.
+    assert "no confidence calibration" in out and "clearbg calibrate --model models:/shop/2" in out
 
 
 def test_better_challenger_is_promoted_and_the_old_champion_stays_reachable(story, client):
@@ -417,3 +419,27 @@ def test_promote_refuses_to_compare_the_champion_with_itself(story, uri, dataset
 def test_register_needs_data_or_an_evaluation(uri):
     with pytest.raises(RegistryError, match="needs a held-out set"):
         register_model("u2netp", "shop", tracking_uri=uri)
+
+
+def test_a_registered_version_carries_its_own_confidence_calibration(story, uri, monkeypatch):
+    from clearbg.errors import RegistryError
+    from clearbg.quality.calibration import fit_calibration
+    from clearbg.quality.store import load_calibration, model_version
+    from clearbg.registry.register import attach_calibration
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # The story's dataset has no val split: registered without one (a warning), so no score.
+    assert story.r1.calibration is None and load_calibration("models:/shop/1") is None
+    assert model_version("models:/shop@champion") == "models:/shop/2"
+    rng = np.random.default_rng(0)
+    iou = rng.uniform(0.8, 0.99, 12)
+    records = [{"uncertain": 1 - v, "flip_iou": v, "side_iou_mean": v, "self_iou": v, "holes": 0.0,
+                "stray_share": 0.0} for v in iou]
+    fitted = fit_calibration(records, iou, model="models:/shop/2", data="synthetic:val")
+    with pytest.raises(RegistryError, match="fitted for models:/shop/2, not models:/shop/3"):
+        attach_calibration("models:/shop/3", fitted)
+    artifact = attach_calibration("models:/shop/2", fitted)
+    assert artifact.startswith("runs:/") and artifact.endswith("confidence/confidence.json")
+    found = load_calibration("models:/shop@champion")  # through the alias, from the registry
+    assert found is not None and found.model == "models:/shop/2"
+    assert load_calibration("models:/shop/3") is None  # a score belongs to one version

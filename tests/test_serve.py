@@ -22,7 +22,7 @@ from PIL import Image
 
 from clearbg.inference.compose import alpha_from_prob
 from clearbg.inference.predictor import Predictor
-from clearbg.inference.confidence import confidence
+from clearbg.quality.gate import Scorer
 
 KEY = "test-key-123"
 
@@ -149,16 +149,19 @@ def test_docs_render_in_chromium_without_any_outside_request(chromium, server, t
 
 
 def test_cutout_equals_library_result_with_confidence(server, photos):
-    """The server is a shell over Predictor + compose: same alpha, same confidence score."""
+    """The server is a shell over Predictor + compose: same alpha, same confidence score (the model's
+    calibrated score on the cheap signals: no flipped pass without a review threshold)."""
     response = _post(server, photos[0])
     cutout = _image(response)
     photo = Image.open(io.BytesIO(photos[0]))
     assert cutout.mode == "RGBA" and cutout.size == photo.size
     assert response.headers["content-type"] == "image/png"
     assert (response.headers["x-width"], response.headers["x-height"]) == (str(photo.width), str(photo.height))
-    prob = Predictor("u2netp").predict([photo.convert("RGB")])[0]
-    np.testing.assert_array_equal(np.asarray(cutout.getchannel("A")), np.asarray(alpha_from_prob(prob)))
-    assert float(response.headers["x-confidence"]) == pytest.approx(confidence(prob), abs=1e-4)
+    [prediction] = Predictor("u2netp").predict_detailed([photo.convert("RGB")])
+    np.testing.assert_array_equal(np.asarray(cutout.getchannel("A")), np.asarray(alpha_from_prob(prediction.prob)))
+    assert float(response.headers["x-confidence"]) == pytest.approx(Scorer.for_model("u2netp").score(prediction),
+                                                                    abs=1e-4)
+    assert "x-review" not in response.headers  # no review threshold on this server
 
 
 def test_onnxruntime_engine_serves_the_same_cutout(tmp_path, photos):
@@ -171,9 +174,11 @@ def test_onnxruntime_engine_serves_the_same_cutout(tmp_path, photos):
         log.close()
     alpha = np.asarray(_image(response).getchannel("A"))
     photo = Image.open(io.BytesIO(photos[0])).convert("RGB")
-    prob = Predictor("u2netp", engine="onnxruntime").predict([photo])[0]
-    np.testing.assert_array_equal(alpha, np.asarray(alpha_from_prob(prob)))  # ONNX Runtime fp32 inside
-    assert float(response.headers["x-confidence"]) == pytest.approx(confidence(prob), abs=1e-4)
+    [prediction] = Predictor("u2netp", engine="onnxruntime").predict_detailed([photo])
+    np.testing.assert_array_equal(alpha, np.asarray(alpha_from_prob(prediction.prob)))  # ONNX Runtime fp32 inside
+    assert prediction.sides is None  # an ONNX export has the fused map only: the score uses the other signals
+    assert float(response.headers["x-confidence"]) == pytest.approx(Scorer.for_model("u2netp").score(prediction),
+                                                                    abs=1e-4)
 
 
 def test_removebg_options(server, photos, full_photo):

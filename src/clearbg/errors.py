@@ -62,6 +62,18 @@ class RegistryError(ClearbgError):
     """The model registry could not do what was asked (store unreachable, bad name, no alias ...)."""
 
 
+class CalibrationError(ClearbgError):
+    """A model has no confidence calibration, or the one found belongs to other weights."""
+
+
+class ReviewError(ClearbgError):
+    """The review queue cannot be opened or cannot do what was asked (unknown item, bad decision ...)."""
+
+
+class LeaseLost(ReviewError):
+    """A reviewer's claim on an item ran out and the item went to someone else."""
+
+
 def printable(text: str) -> str:
     """``text`` with every non-printable character escaped, for terminals and logs.
 

@@ -128,6 +128,7 @@ class Journal:
             latest[record["relpath"]] = record
         rows = [latest[k] for k in sorted(latest)]
         table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+        table["review"] = table["review"].fillna(False).astype(bool)  # journals from before the gate lack it
         uri = storage.join(self.out, RESULTS_NAME)
         storage.write_bytes(uri, table.to_parquet(index=False))
         return uri, [row for row in rows if row["status"] != "ok"]

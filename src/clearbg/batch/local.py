@@ -20,6 +20,7 @@ from clearbg.errors import StorageError
 from clearbg.removal.pipeline import FORMATS, check_output_location, count_photos, photo_record, remove_stream
 from clearbg.inference.compose import OutputOptions
 from clearbg.inference.predictor import Predictor
+from clearbg.review.gate import ReviewSettings, build_gate
 
 
 @dataclass
@@ -36,6 +37,7 @@ class BatchSummary:
     seconds: float
     results: str
     failures: list[dict[str, Any]] = field(default_factory=list)
+    reviewed: int = 0  # photos this run sent to the review queue
 
     @property
     def rate(self) -> float:
@@ -164,13 +166,14 @@ def run_batch(
     retry_failed: bool = False,
     max_pixels: int | None = None,
     progress: bool | None = None,
+    review: ReviewSettings | None = None,
 ) -> BatchSummary:
     """Process every photo under ``inputs`` into ``out``, resumably.
 
     Items already in ``out``'s journal are skipped (failed ones too, unless ``retry_failed``).
     Each output is written, then journaled; at the end the journal is compacted into
-    ``out/results.parquet`` (relpath, uri, status ok|failed, error, confidence, seconds, output),
-    with a failed row for each folder or input this run could not list.
+    ``out/results.parquet`` (relpath, uri, status ok|failed, error, confidence, seconds, output,
+    review), with a failed row for each folder or input this run could not list.
 
     Args:
         inputs: folders, files or s3:// prefixes (see ``batch_inputs`` for how they map to ``out``).
@@ -178,6 +181,9 @@ def run_batch(
         predictor: the loaded model; its ``batch_size`` photos go through it at once.
         workers: threads reading/decoding ahead and encoding/writing behind.
         retry_failed: attempt items that failed in an earlier run again.
+        review: the quality gate's options (``clearbg.review.gate``): every mask gets a confidence
+            when the model has a calibration; with a threshold, photos under it go to the review
+            queue (once, however often the batch is rerun).
 
     Returns:
         A ``BatchSummary``.
@@ -185,6 +191,8 @@ def run_batch(
     Raises:
         StorageError: ``out`` overlaps an input (``check_output_location``), two inputs would
             write the same outputs, or the journal/results cannot be written.
+        CalibrationError, ReviewError: a review threshold without a calibration; the queue
+            cannot be opened (before any photo is processed).
 
     Example:
         >>> run_batch(["photos/"], "cut/", Predictor("u2netp")).ok  # doctest: +SKIP
@@ -193,7 +201,9 @@ def run_batch(
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     started = time.perf_counter()
+    gate = build_gate(predictor, review, job=f"batch {out}")
     counts = {"ok": 0, "failed": 0, "skipped": 0}
+    reviewed = 0
     unlisted: list[dict[str, Any]] = []
     journal, pending = open_run(inputs, out, fmt, retry_failed=retry_failed, counts=counts, unlisted=unlisted)
     show = sys.stderr.isatty() if progress is None else progress
@@ -202,10 +212,11 @@ def run_batch(
     try:
         items = ((ref, output_for(out, ref, fmt)) for ref in pending)
         for records in remove_stream(items, predictor, options=options, fmt=fmt, quality=quality,
-                                     workers=workers, max_pixels=max_pixels):
+                                     workers=workers, max_pixels=max_pixels, gate=gate):
             journal.add(records)
             for record in records:
                 counts[record["status"]] += 1
+                reviewed += record["review"]
             # counts also holds photos the listing settled (done earlier, name taken): all advance the bar
             bar.update(sum(counts.values()) - bar.n)
         bar.update(sum(counts.values()) - bar.n)  # photos the listing settled after the last model batch
@@ -217,4 +228,4 @@ def run_batch(
         bar.close()
     results, failures = journal.write_results(unlisted)
     return BatchSummary(counts["ok"], counts["failed"], counts["skipped"], time.perf_counter() - started, results,
-                        failures)
+                        failures, reviewed)

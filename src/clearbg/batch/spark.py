@@ -24,12 +24,13 @@ from clearbg.batch.local import BatchSummary, open_run, output_for
 from clearbg.removal.pipeline import remove_stream
 from clearbg.removal.record import RESULT_COLUMNS, SPARK_SCHEMA
 from clearbg.inference.compose import OutputOptions
+from clearbg.review.gate import ReviewSettings, build_gate
 from clearbg.spark import local_spark
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-_predictors: dict[tuple, Any] = {}  # one model per Spark Python worker, reused across partitions
+_predictors: dict[tuple, Any] = {}  # one model (and its gate) per Spark Python worker, reused across partitions
 
 
 def run_batch_spark(
@@ -48,6 +49,7 @@ def run_batch_spark(
     chunk: int = 10_000,
     spark: SparkSession | None = None,
     worker_env: Mapping[str, str] | None = None,
+    review: ReviewSettings | None = None,
 ) -> BatchSummary:
     """Like ``run_batch``, with the photos processed by ``mapInPandas`` on Spark.
 
@@ -61,6 +63,9 @@ def run_batch_spark(
             Default: the driver's S3 endpoint (``storage.ENDPOINT_VARIABLES``), so executors
             write where the driver lists. Credentials are not shipped unless given here:
             executors should have their own (instance role, ``spark.executorEnv.*``).
+        review: as in ``run_batch``; each worker builds its own gate and opens the queue itself,
+            so the queue must be reachable from the executors (a shared database and an
+            ``s3://`` image prefix on a cluster).
         Other arguments as in ``run_batch``.
 
     Returns:
@@ -70,7 +75,11 @@ def run_batch_spark(
         >>> run_batch_spark(["s3://shop/raw/"], "s3://shop/cut/", "u2netp", partitions=64)  # doctest: +SKIP
     """
     started = time.perf_counter()
+    if review is not None and review.active:
+        # Fail before Spark starts: no calibration, or a queue the driver cannot open.
+        build_gate(_driver_predictor(model), review, job=f"batch {out}")
     counts = {"ok": 0, "failed": 0, "skipped": 0}
+    reviewed = 0
     unlisted: list[dict[str, Any]] = []
     journal, pending = open_run(inputs, out, fmt, retry_failed=retry_failed, counts=counts, unlisted=unlisted)
     own = spark is None
@@ -78,8 +87,8 @@ def run_batch_spark(
     if worker_env is None:
         worker_env = {name: os.environ[name] for name in storage.ENDPOINT_VARIABLES if os.environ.get(name)}
     work = functools.partial(
-        _partition, out=out, model=model, batch_size=batch_size, env=dict(worker_env), options=options, fmt=fmt,
-        quality=quality, workers=workers, max_pixels=max_pixels,
+        _partition, out=out, model=model, batch_size=batch_size, env=dict(worker_env), review=review, options=options,
+        fmt=fmt, quality=quality, workers=workers, max_pixels=max_pixels,
     )
 
     try:
@@ -92,29 +101,38 @@ def run_batch_spark(
             journal.add(records)
             for record in records:
                 counts[record["status"]] += 1
+                reviewed += bool(record["review"])
     finally:
         journal.close()
         if own:
             spark.stop()
     results, failures = journal.write_results(unlisted)
     return BatchSummary(counts["ok"], counts["failed"], counts["skipped"], time.perf_counter() - started, results,
-                        failures)
+                        failures, reviewed)
 
 
 def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_size: int | None, fmt: str,
-               env: dict[str, str], **kwargs: Any) -> Iterator[pd.DataFrame]:
+               env: dict[str, str], review: ReviewSettings | None, **kwargs: Any) -> Iterator[pd.DataFrame]:
     from clearbg.inference.predictor import Predictor
 
     # A Python worker inherits the environment its JVM started with, which may predate the
     # driver's settings (and on a cluster is another machine's).
     os.environ.update(env)
-    key = (model, batch_size)
+    key = (model, batch_size, review, out)
     if key not in _predictors:
-        _predictors[key] = Predictor(model, batch_size=batch_size)
+        predictor = Predictor(model, batch_size=batch_size)
+        _predictors[key] = predictor, build_gate(predictor, review, job=f"batch {out}")
+    predictor, gate = _predictors[key]
     refs = (storage.ImageRef(uri, relpath) for frame in frames for uri, relpath in zip(frame.uri, frame.relpath))
     items = ((ref, output_for(out, ref, fmt)) for ref in refs)
-    for records in remove_stream(items, _predictors[key], fmt=fmt, **kwargs):
+    for records in remove_stream(items, predictor, fmt=fmt, gate=gate, **kwargs):
         yield pd.DataFrame(records, columns=list(RESULT_COLUMNS))
+
+
+def _driver_predictor(model: str) -> Any:
+    from clearbg.inference.predictor import Predictor
+
+    return Predictor(model, batch_size=1)
 
 
 def _clean(record: dict[str, Any]) -> dict[str, Any]:

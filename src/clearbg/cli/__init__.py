@@ -31,6 +31,8 @@ COMMANDS = {
     "export": "clearbg.cli.export:export_command",
     "serve": "clearbg.cli.serve:serve_command",
     "web": "clearbg.cli.web:web_command",
+    "calibrate": "clearbg.cli.calibrate:calibrate_command",
+    "queue": "clearbg.cli.queue:queue_command",
 }
 
 
@@ -68,7 +70,7 @@ EXTRAS = {
     "pandas": "data", "pyarrow": "data", "sklearn": "data", "scipy": "data", "yaml": "data",
     "mlflow": "train", "optuna": "train", "tensorboard": "train", "matplotlib": "eval",
     "fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "starlette": "serve",
-    "pyspark": "spark", "s3fs": "s3",
+    "pyspark": "spark", "s3fs": "s3", "psycopg": "postgres",
 }
 
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from clearbg.cli.options import OutputFormat
+from clearbg.cli.options import OutputFormat, review_options, review_settings
 from clearbg.errors import ClearbgError, printable
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
 
@@ -30,12 +30,16 @@ SHOW_FAILURES = 20
 @click.option("--partitions", type=int, default=2, show_default=True, help="Spark partitions per chunk of photos.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
-def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, workers, retry_failed, engine, partitions, device, max_pixels):
+@review_options
+def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, workers, retry_failed, engine, partitions, device, max_pixels,
+                  review_below, review_share, queue_url, queue_images):
     """Remove backgrounds of every photo under SRC, resumably, with a results table.
 
     Finished photos are journaled in DST/.batch/, so rerunning the same command after a crash
     (even kill -9) skips them; DST/results.parquet lists every photo with its status, error,
-    confidence, seconds and output. One SRC folder is mirrored into DST; several keep their
+    confidence, seconds, output and review flag. With --review-below or --review-share,
+    photos under the threshold also go to the review queue (once, however often the batch is
+    rerun). One SRC folder is mirrored into DST; several keep their
     names (DST/shoot1/..., DST/shoot2/...); a photo whose output name is taken (x.jpg and x.png)
     is recorded as failed, not overwritten. The first failures are named here, and the exit code
     is 1 while results.parquet holds any, a rerun that only skips included.
@@ -47,6 +51,7 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
       clearbg batch s3://studio/raw/ --out s3://studio/cut/ --batch-size 16 --workers 8
       clearbg batch photos/ --out cutouts/ --retry-failed
       clearbg batch s3://studio/raw/ --out s3://studio/cut/ --engine spark --partitions 64
+      clearbg batch photos/ --out cutouts/ --review-share 0.1 --queue postgresql://clearbg@db/review --queue-images s3://studio/review/
     """
     from clearbg.removal.api import make_options
     from clearbg.batch import run_batch
@@ -57,7 +62,9 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
         bg_color = "#ffffff"  # JPEG has no alpha
     try:
         options = make_options(mask_only=mask_only, bg_color=bg_color)
-        common = dict(options=options, fmt=fmt, workers=max(1, workers), retry_failed=retry_failed, max_pixels=max_pixels)
+        review = review_settings(review_below, review_share, queue_url, queue_images)
+        common = dict(options=options, fmt=fmt, workers=max(1, workers), retry_failed=retry_failed, max_pixels=max_pixels,
+                      review=review)
         if engine == "spark":
             from pyspark.sql import SparkSession
 
@@ -74,6 +81,9 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
         f"({summary.rate:.1f} img/s) -> {printable(summary.results)}",
         err=True,
     )
+    if review.active:
+        click.echo(f"{summary.reviewed} under the confidence threshold sent to review -> {printable(review.queue)} "
+                   "(`clearbg queue status`)", err=True)
     # Failures of earlier runs count too: a rerun that only skips must not look like success.
     for row in summary.failures[:SHOW_FAILURES]:
         reason = row["error"] if row["error"].startswith(row["uri"]) else f"{row['uri']}: {row['error']}"

@@ -25,7 +25,9 @@ def register_command(model, name, data, alias, tracking_uri, description, device
     """Evaluate a model on a held-out set and register it as a new version with the alias challenger.
 
     The version carries its evaluation (figures as tags and run metrics, report.html, per-image
-    table) and its ONNX export; `clearbg promote --name NAME` then compares it with the champion.
+    table), its ONNX export and its confidence calibration (fitted on the dataset's val split, when
+    it has one: what --review-below / --review-share gate on); `clearbg promote --name NAME` then
+    compares it with the champion.
 
     \b
     Examples:
@@ -48,4 +50,7 @@ def register_command(model, name, data, alias, tracking_uri, description, device
                f"IoU >= 95 %: {overall['share_iou_95']:.1%}")
     for group, figures in summary["groups"].items():
         click.echo(f"  {group}: {figures['n']} images, mean IoU {figures['iou_mean']:.4f}")
+    click.echo(f"  confidence calibration: {reg.calibration}" if reg.calibration else
+               "  no confidence calibration (the dataset has no val split with enough photos); fit one with "
+               f"clearbg calibrate --model {reg.model_uri} --data DATASET:val")
     click.echo(f"  MLflow run {reg.run_id} ({reg.tracking_uri}); next: clearbg promote --name {reg.name} --data {reg.evaluation.data}")

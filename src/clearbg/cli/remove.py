@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from clearbg.cli.options import OutputFormat
+from clearbg.cli.options import OutputFormat, review_options, review_settings
 from clearbg.errors import ClearbgError, printable
 from clearbg.inference.predictor import ENGINES, PRECISIONS
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
@@ -31,7 +31,9 @@ from clearbg.models.specs import DEFAULT_MODEL, model_choices
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
 @click.option("--skip-existing", is_flag=True, help="Leave photos whose output already exists (resume).")
-def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, canvas, margin, batch_size, precision, engine, device, max_pixels, skip_existing):
+@review_options
+def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, canvas, margin, batch_size, precision, engine, device, max_pixels, skip_existing,
+                   review_below, review_share, queue_url, queue_images):
     """Remove the background of every photo in INPUT (files, folders, s3:// prefixes).
 
     \b
@@ -39,11 +41,13 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
       clearbg remove photos/ --out cutouts/
       clearbg remove shoot.jpg --out web/ --bg-color '#ffffff' --format jpg
       clearbg remove s3://studio/raw/ --out s3://studio/masks/ --mask
+      clearbg remove photos/ --out cutouts/ --review-share 0.1    # the doubtful 10 % to review/queue.db
     """
     from clearbg.removal.api import make_options
     from clearbg.removal.pipeline import remove_files
     from clearbg.inference.compose import Canvas
     from clearbg.inference.predictor import Predictor
+    from clearbg.review.gate import build_gate
 
     if fmt == "jpg" and bg_color is None and not mask_only:
         bg_color = "#ffffff"  # JPEG has no alpha: a white background is what shops expect
@@ -52,9 +56,11 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
             mask_only=mask_only, bg_color=bg_color, canvas=Canvas.parse(canvas, margin) if canvas else None
         )
         predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size, engine=engine)
+        review = review_settings(review_below, review_share, queue_url, queue_images)
+        gate = build_gate(predictor, review, job=f"remove {out_dir}")
         report = remove_files(
             inputs, out_dir, predictor, options=options, fmt=fmt, quality=quality,
-            max_pixels=max_pixels, skip_existing=skip_existing,
+            max_pixels=max_pixels, skip_existing=skip_existing, gate=gate,
         )
     except (ClearbgError, ValueError) as err:
         raise click.ClickException(printable(str(err))) from err
@@ -65,6 +71,9 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
         f"in {report.seconds:.1f} s ({rate:.1f} img/s) -> {printable(out_dir)}",
         err=True,
     )
+    if gate is not None and gate.threshold is not None:
+        click.echo(f"{len(report.reviewed)} under confidence {gate.threshold:.4f} sent to review -> "
+                   f"{printable(review.queue)} (clearbg queue status)", err=True)
     if not report.written and not report.skipped and not report.failed:
         click.echo("no images found in the inputs", err=True)
         sys.exit(1)

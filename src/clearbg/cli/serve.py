@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from clearbg.cli.options import review_options, review_settings
 from clearbg.errors import ClearbgError
 from clearbg.inference.predictor import ENGINES, PRECISIONS
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
@@ -33,8 +34,10 @@ from clearbg.models.specs import DEFAULT_MODEL, model_choices
 @click.option("--max-batch", default=8, show_default=True, help="Most requests sharing one model call.")
 @click.option("--batch-wait-ms", default=5.0, show_default=True, help="How long a request waits for others to batch with.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@review_options
 def serve_command(host, port, model, device, precision, engine, api_key, allow_url, max_upload_mb, max_pixels, timeout_s,
-                  header_timeout_s, max_connections, max_concurrency, max_batch, batch_wait_ms, log_level):
+                  header_timeout_s, max_connections, max_concurrency, max_batch, batch_wait_ms, log_level,
+                  review_below, review_share, queue_url, queue_images):
     """Serve background removal over HTTP (remove.bg-compatible API).
 
     \b
@@ -42,10 +45,12 @@ def serve_command(host, port, model, device, precision, engine, api_key, allow_u
     Example:
       clearbg serve --port 8000 &
       curl -F image_file=@shoe.jpg -F bg_color=white localhost:8000/v1.0/removebg -o shoe.jpg
+      clearbg serve --review-share 0.1     # doubtful uploads to review/queue.db, answered with X-Review: true
     """
     import uvicorn
 
     from clearbg.inference.predictor import Predictor
+    from clearbg.review.gate import build_gate
     from clearbg.serve import ServeSettings, create_app
     from clearbg.serve.connections import guarded_h11
     from clearbg.serve.memory import pin_mmap_threshold
@@ -58,9 +63,12 @@ def serve_command(host, port, model, device, precision, engine, api_key, allow_u
         )
         # Load before binding the port: a server whose every request fails must not look healthy.
         predictor = Predictor(model, device=device, precision=precision, engine=engine)
+        review = review_settings(review_below, review_share, queue_url, queue_images)
+        build_gate(predictor, review, job="serve")  # a missing calibration or queue stops it here, like the model
     except (ClearbgError, ValueError, OSError) as err:
         raise click.ClickException(f"not serving: {err}") from err
-    app = create_app(settings, model, device=device, precision=precision, engine=engine, predictor=predictor)
+    app = create_app(settings, model, device=device, precision=precision, engine=engine, predictor=predictor,
+                     review=review)
     pin_mmap_threshold()  # flat RSS under load, see clearbg.serve.memory
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
                 http=guarded_h11(settings.header_timeout_s, settings.max_connections))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
@@ -31,6 +32,25 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ENGINES = ("auto", "torch", "onnxruntime")
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A photo's probability map with the maps the quality gate reads (``clearbg.quality``).
+
+    Attributes:
+        prob: foreground probability at the photo's own size (what ``Predictor.predict`` gives).
+        small: the same map at the model's resolution, cropped to the photo's content box.
+        sides: U2-Net's six side outputs there, (6, h, w), each min-max stretched like the
+            fused map; None when the engine has only the fused map (an ONNX export).
+        flipped: the fused map of the horizontally flipped photo, flipped back (h, w); None
+            unless asked for.
+    """
+
+    prob: np.ndarray
+    small: np.ndarray
+    sides: np.ndarray | None = None
+    flipped: np.ndarray | None = None
 
 
 def default_precision(device: torch.device) -> str:
@@ -82,6 +102,8 @@ class Predictor:
             engine = "onnxruntime" if is_onnx_export(model) else "torch"
         found = model if isinstance(model, ResolvedModel) else resolve(model, onnx=engine == "onnxruntime")
         self.engine, self.source = engine, found.source
+        # The reference as given (a name, file or URI): what finds the model's calibration.
+        self.model = None if isinstance(model, (ResolvedModel, torch.nn.Module)) else model
         if engine == "onnxruntime":
             from clearbg.inference.onnx_engine import ort_network
 
@@ -107,6 +129,12 @@ class Predictor:
     def input_size(self) -> int:
         return self.spec.input_size
 
+    @property
+    def has_sides(self) -> bool:
+        """Whether ``predict_detailed`` gives side outputs: U2-Net on the PyTorch engine (an ONNX
+        export carries the fused map only, a U-Net has no sides)."""
+        return self.engine == "torch" and self.spec.arch in ("u2net", "u2netp")
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """The model's input for ``image`` by its spec's preprocessing contract.
 
@@ -116,24 +144,28 @@ class Predictor:
         return self.spec.preprocess.to_array(image)
 
     @torch.inference_mode()
-    def predict_small(self, inputs: np.ndarray) -> torch.Tensor:
+    def predict_small(self, inputs: np.ndarray, *, sides: bool = False) -> torch.Tensor:
         """Run the network on preprocessed inputs.
 
         Args:
             inputs: uint8 (B, size, size, 3) from ``preprocess``.
+            sides: also return U2-Net's side outputs (the network computes them anyway; the
+                fused map is made from them). An engine without them returns the fused map alone.
 
         Returns:
-            float32 (B, 1, size, size) probabilities, min-max normalised per image as in the
-            official test script.
+            float32 (B, C, size, size) probabilities, each map min-max normalised per image as
+            in the official test script: C = 1 (the fused map), or 7 (fused first, then side
+            outputs 1..6) with ``sides`` on the PyTorch engine.
         """
         x = self.spec.preprocess.normalise(torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2))
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        fused_only = not sides or self.engine == "onnxruntime"
         prob = torch.cat([
-            self.module(x[start : start + self.batch_size], fused_only=True).float()
+            _stack(self.module(x[start : start + self.batch_size], fused_only=fused_only)).float()
             for start in range(0, len(x), self.batch_size)
         ])
-        lo = prob.amin(dim=(1, 2, 3), keepdim=True)
-        hi = prob.amax(dim=(1, 2, 3), keepdim=True)
+        lo = prob.amin(dim=(2, 3), keepdim=True)
+        hi = prob.amax(dim=(2, 3), keepdim=True)
         return (prob - lo) / (hi - lo).clamp_min(1e-8)
 
     def predict(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
@@ -146,6 +178,38 @@ class Predictor:
     def predict_one(self, image: Image.Image) -> np.ndarray:
         """Foreground probability of one photo; safe to call from several threads at once."""
         return self.restore(self.predict_small(self.preprocess(image)[None])[0], image)
+
+    def predict_detailed(self, images: Sequence[Image.Image], *, flip: bool = False) -> list[Prediction]:
+        """Like ``predict``, with the maps the quality gate scores (see ``Prediction``).
+
+        The side outputs cost nothing extra; ``flip`` runs the network a second time on the
+        mirrored photos (test-time augmentation), doubling its cost.
+        """
+        if self.device.type == "cpu":
+            return self.map(lambda image: self._detailed([image], flip)[0], images)
+        return self._detailed(images, flip) if images else []
+
+    def _detailed(self, images: Sequence[Image.Image], flip: bool) -> list[Prediction]:
+        inputs = np.stack([self.preprocess(im) for im in images])
+        if flip:
+            inputs = np.concatenate([inputs, inputs[:, :, ::-1]])
+        maps = self.predict_small(inputs, sides=True)
+        n = len(images)
+        found = []
+        for i, image in enumerate(images):
+            left, top, right, bottom = self.spec.preprocess.content_box(image.width, image.height)
+            box = maps[:, :, top:bottom, left:right]
+            mirrored = None
+            if flip:  # the mirrored photo's map, mirrored back, in the same box
+                back = maps[n + i, 0].flip(-1)[top:bottom, left:right]
+                mirrored = back.cpu().numpy()
+            found.append(Prediction(
+                prob=self.restore(maps[i, :1], image),
+                small=box[i, 0].cpu().numpy(),
+                sides=box[i, 1:].cpu().numpy() if maps.shape[1] > 1 else None,
+                flipped=mirrored,
+            ))
+        return found
 
     def restore(self, prob: torch.Tensor, image: Image.Image) -> np.ndarray:
         """A (1, S, S) map at the photo's own size: its content box (the contract's) upsampled."""
@@ -171,6 +235,11 @@ class Predictor:
                     workers, thread_name_prefix="clearbg-predict", initializer=torch.set_num_threads, initargs=(1,)
                 )
             return self._pool
+
+
+def _stack(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The network's output as one (B, C, S, S) tensor (the fused map alone, or all seven)."""
+    return torch.cat(outputs, 1) if isinstance(outputs, tuple) else outputs
 
 
 def upsample(prob: torch.Tensor, height: int, width: int) -> np.ndarray:

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 CHECKPOINT_FILE = "clearbg.pt"  # the plain checkpoint logged beside the pytorch flavour
 ONNX_FILE = "model.onnx"  # what mlflow.onnx names the file inside its flavour folder
 ONNX_TAG = "clearbg.onnx"  # version tag: URI of the version's ONNX export (onnx flavour)
+CONFIDENCE_TAG = "clearbg.confidence"  # version tag: URI of the version's confidence calibration (JSON)
+CONFIDENCE_FILE = "confidence.json"
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -143,6 +145,52 @@ def resolve_onnx_uri(uri: str, *, tracking_uri: str | None = None) -> Path | Non
                 folder = mlflow.artifacts.download_artifacts(artifact_uri=onnx_uri, dst_path=tmp,
                                                              tracking_uri=store_uri, registry_uri=store_uri)
             os.replace(Path(folder) / ONNX_FILE, target)
+    return target
+
+
+def registered_version(uri: str, *, tracking_uri: str | None = None) -> str | None:
+    """``models:/NAME/VERSION`` for a registered model's URI (an alias looked up now), else None.
+
+    Example:
+        >>> registered_version("models:/shop@champion")  # doctest: +SKIP
+        'models:/shop/4'
+    """
+    if not _MODEL_URI.match(uri) or _is_logged_model_id(uri):
+        return None
+    client, store_uri = open_store(tracking_uri, create=False)
+    name, alias, version = parse_model_uri(uri)
+    return f"models:/{name}/{find_version(client, name, alias=alias, version=version, uri=store_uri).version}"
+
+
+def resolve_confidence_uri(uri: str, *, tracking_uri: str | None = None) -> Path | None:
+    """The confidence calibration registered with a model version (``clearbg register`` fits it
+    on the dataset's validation split), downloaded once and cached.
+
+    Returns:
+        Path of its JSON file, or None when the version has none or ``uri`` is not a registered model's.
+
+    Raises:
+        UnknownModel: no such registered model, alias or version.
+        RegistryError: the store cannot be read.
+    """
+    if not _MODEL_URI.match(uri) or _is_logged_model_id(uri):
+        return None
+    import mlflow
+
+    client, store_uri = open_store(tracking_uri, create=False)
+    name, alias, version = parse_model_uri(uri)
+    found = find_version(client, name, alias=alias, version=version, uri=store_uri)
+    artifact = (found.tags or {}).get(CONFIDENCE_TAG)
+    if not artifact:
+        return None
+    target = _cache_file(store_uri, artifact, f"{name}-v{found.version}-confidence").with_name(CONFIDENCE_FILE)
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+            with mlflow_errors(f"downloading {artifact} ({uri})", store_uri), using_tracking_uri(store_uri):
+                path = mlflow.artifacts.download_artifacts(artifact_uri=artifact, dst_path=tmp,
+                                                           tracking_uri=store_uri, registry_uri=store_uri)
+            os.replace(path, target)
     return target
 
 

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -53,7 +54,18 @@ from clearbg.mlflow_store import (
     using_tracking_uri,
 )
 from clearbg.models.hub import is_checkpoint_path, resolve
-from clearbg.models.mlflow_uris import CHECKPOINT_FILE, ONNX_TAG, is_mlflow_uri, save_checkpoint
+from clearbg.models.mlflow_uris import (
+    CHECKPOINT_FILE,
+    CONFIDENCE_FILE,
+    CONFIDENCE_TAG,
+    ONNX_TAG,
+    find_version,
+    is_mlflow_uri,
+    parse_model_uri,
+    save_checkpoint,
+)
+from clearbg.quality.calibration import Calibration
+from clearbg.quality.fit import calibrate
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -65,6 +77,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 EVALUATION_ARTIFACTS = "evaluation"  # run artifact folder of a version's evaluation
+CONFIDENCE_ARTIFACTS = "confidence"  # run artifact folder of a version's confidence calibration
+_log = logging.getLogger(__name__)
 REGISTER_EXPERIMENT = "clearbg-register"
 
 
@@ -81,6 +95,8 @@ class Registration:
         spec: the clearbg model spec its weights fit (``u2netp.official`` ...).
         evaluation: the evaluation attached to it.
         tracking_uri: the store.
+        calibration: URI of its confidence calibration (fitted on the dataset's ``val`` split),
+            or None when it has none (no validation split, or ``calibrate=False``).
     """
 
     name: str
@@ -92,6 +108,7 @@ class Registration:
     spec: str
     evaluation: Evaluation
     tracking_uri: str
+    calibration: str | None = None
 
 
 def register_model(
@@ -106,6 +123,7 @@ def register_model(
     progress: bool | None = None,
     description: str | None = None,
     onnx: bool = True,
+    calibrate_on: str | None = "val",
 ) -> Registration:
     """Evaluate a model and register it as a new version of ``name`` with the alias ``alias``.
 
@@ -122,6 +140,9 @@ def register_model(
         settings, progress: how to evaluate (:class:`EvalSettings`; default fp32).
         description: the version's description in the registry.
         onnx: also log the fp32 ONNX export (onnx flavour) and tag the version with its URI.
+        calibrate_on: fit the version's confidence calibration on this split of ``data``'s
+            dataset (a score belongs to one model version); None skips it. A dataset without the
+            split registers without one, with a warning.
 
     Returns:
         The :class:`Registration`.
@@ -169,8 +190,54 @@ def register_model(
                 client.set_terminated(run_id, status="FAILED")
                 raise
             client.set_terminated(run_id, status="FINISHED")
+        calibration = None
+        if calibrate_on is not None and data is not None:
+            calibration = _refit_calibration(checkpoint, data, calibrate_on, name, version, uri, settings, progress)
     return Registration(name=name, version=version, alias=alias, model_uri=f"models:/{name}/{version}", run_id=run_id,
-                        source=source, spec=spec.name, evaluation=evaluation, tracking_uri=uri)
+                        source=source, spec=spec.name, evaluation=evaluation, tracking_uri=uri, calibration=calibration)
+
+
+def _refit_calibration(checkpoint: Path, data: str, split: str, name: str, version: str, uri: str,
+                       settings: EvalSettings | None, progress: bool | None) -> str | None:
+    """Fit the new version's confidence calibration on the dataset's ``split`` and attach it."""
+    from clearbg.evaluate.settings import parse_data_arg
+    from clearbg.errors import ClearbgError
+
+    dataset, _ = parse_data_arg(data)
+    try:
+        fitted = calibrate(str(checkpoint), f"{dataset}:{split}", version=f"models:/{name}/{version}",
+                           device=settings.device if settings else None, progress=progress)
+    except ClearbgError as err:
+        _log.warning("models:/%s/%s registered without a confidence calibration (%s); fit it later with "
+                     "`clearbg calibrate --model models:/%s/%s --data DATASET:val`", name, version, err, name, version)
+        return None
+    return attach_calibration(f"models:/{name}/{version}", fitted, tracking_uri=uri)
+
+
+def attach_calibration(model_uri: str, calibration: Calibration, *, tracking_uri: str | None = None) -> str:
+    """Store a calibration with a registered version: an artifact of the run that registered it,
+    and the version tag ``clearbg.confidence`` pointing at it (what ``resolve_confidence_uri`` reads).
+
+    Returns:
+        The artifact's URI.
+
+    Raises:
+        RegistryError: ``model_uri`` is not a registered version, the calibration is another
+            version's, or the store refused the write.
+    """
+    client, uri = open_store(tracking_uri, create=False)
+    name, alias, number = parse_model_uri(model_uri)
+    found = find_version(client, name, alias=alias, version=number, uri=uri)
+    if calibration.model != f"models:/{name}/{found.version}":
+        raise RegistryError(f"this calibration was fitted for {calibration.model}, not models:/{name}/{found.version}")
+    with tempfile.TemporaryDirectory(prefix="clearbg-confidence-") as tmp, \
+            mlflow_errors(f"storing the calibration of {model_uri}", uri):
+        path = Path(tmp) / CONFIDENCE_FILE
+        path.write_text(calibration.to_json())
+        client.log_artifact(found.run_id, str(path), CONFIDENCE_ARTIFACTS)
+        artifact = f"runs:/{found.run_id}/{CONFIDENCE_ARTIFACTS}/{CONFIDENCE_FILE}"
+        client.set_model_version_tag(name, found.version, CONFIDENCE_TAG, artifact)
+    return artifact
 
 
 def _load_source(source: str, uri: str, checkpoint: Path) -> tuple[nn.Module, ModelSpec]:

@@ -15,15 +15,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from clearbg import imageio, storage
 from clearbg.errors import ClearbgError, StorageError
 from clearbg.inference.compose import OutputOptions, compose
-from clearbg.inference.predictor import Predictor
+from clearbg.inference.predictor import Prediction, Predictor
+from clearbg.quality.gate import QualityGate
 from clearbg.removal.record import PhotoResult
-from clearbg.inference.confidence import confidence
 
 FORMATS = ("png", "jpg", "webp")
 
@@ -41,6 +42,7 @@ class RemoveReport:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
+    reviewed: list[str] = field(default_factory=list)  # photos sent to the review queue
     seconds: float = 0.0
 
     @property
@@ -145,6 +147,7 @@ def remove_files(
     skip_existing: bool = False,
     progress: bool | None = None,
     workers: int = 2,
+    gate: QualityGate | None = None,
 ) -> RemoveReport:
     """Write one output per photo found under ``inputs`` into ``out_dir``.
 
@@ -155,6 +158,8 @@ def remove_files(
         options: mask, background colour, canvas.
         skip_existing: leave photos whose output already exists (resume an interrupted run).
         progress: show a progress bar (default: when stderr is a terminal).
+        gate: score each mask (``clearbg.quality.gate``) and send those under its threshold to
+            review; None: no score.
 
     Returns:
         A ``RemoveReport``. Input-level problems (a missing input, a folder that cannot be
@@ -193,10 +198,12 @@ def remove_files(
             yield ref, target
 
     for records in remove_stream(todo(), predictor, options=options, fmt=fmt, quality=quality, workers=workers,
-                                 max_pixels=max_pixels):
+                                 max_pixels=max_pixels, gate=gate):
         for record in records:
             if record["status"] == "ok":
                 report.written.append(record["output"])
+                if record["review"]:
+                    report.reviewed.append(record["uri"])
             else:
                 report.failed.append(Failure(record["uri"], record["error"]))
         bar.update(len(records))
@@ -253,6 +260,7 @@ def remove_stream(
     quality: int = 95,
     workers: int = 2,
     max_pixels: int | None = None,
+    gate: QualityGate | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """The per-photo pipeline of ``remove_files`` and ``clearbg batch`` (local and Spark).
 
@@ -261,12 +269,14 @@ def remove_stream(
 
     Args:
         items: (photo, output URI) pairs, streamed.
-        predictor, options, fmt, quality, max_pixels: as for ``remove_files``.
+        predictor, options, fmt, quality, max_pixels, gate: as for ``remove_files``.
 
     Yields:
-        Lists of records (``photo_record``), one per photo once its output is in place; a photo
-        that cannot be read, decoded, stored in ``fmt`` (too large) or written gets a ``failed``
-        record with the reason.
+        Lists of records (``photo_record``), one per photo once its output is in place (and,
+        when under the gate's threshold, once it is in the review queue: a crash before that
+        leaves it unjournaled, so a rerun does it again); a photo that cannot be read, decoded,
+        stored in ``fmt`` (too large), written or sent to review gets a ``failed`` record with
+        the reason. A photo that failed never reaches the gate.
 
     Example:
         >>> for records in remove_stream([(ref, "cut/a.png")], predictor):  # doctest: +SKIP
@@ -280,10 +290,15 @@ def remove_stream(
         imageio.check_encodable(output_size(image, options), fmt, ref.uri)
         return image, time.perf_counter() - t0
 
-    def write(ref: storage.ImageRef, target: str, image: Image.Image, prob, spent: float) -> dict[str, Any]:
+    def write(ref: storage.ImageRef, target: str, image: Image.Image, prob: np.ndarray,
+              prediction: Prediction | None, spent: float) -> dict[str, Any]:
         t0 = time.perf_counter()
         storage.write_bytes(target, encode_output(image, prob, options, fmt, quality))
-        return photo_record(ref, "ok", spent + time.perf_counter() - t0, confidence=confidence(prob), output=target)
+        score, review = (None, False)
+        if gate is not None and prediction is not None:
+            score, review = gate.judge(prediction, source=ref.uri, image=image, output=target)
+        return photo_record(ref, "ok", spent + time.perf_counter() - t0, confidence=score, output=target,
+                            review=review)
 
     def collect(ref: storage.ImageRef, future: Future) -> dict[str, Any]:
         try:
@@ -316,10 +331,10 @@ def remove_stream(
             refill()
             if batch:
                 t0 = time.perf_counter()
-                probs = predictor.predict([image for _, _, image, _ in batch])
+                predicted = predict(predictor, [image for _, _, image, _ in batch], gate)
                 share = (time.perf_counter() - t0) / len(batch)
-                for (ref, target, image, spent), prob in zip(batch, probs):
-                    writes.append((ref, pool.submit(write, ref, target, image, prob, spent + share)))
+                for (ref, target, image, spent), (prob, prediction) in zip(batch, predicted):
+                    writes.append((ref, pool.submit(write, ref, target, image, prob, prediction, spent + share)))
             while writes and (writes[0][1].done() or len(writes) > lookahead):
                 records.append(collect(*writes.popleft()))
             if records:
@@ -328,11 +343,19 @@ def remove_stream(
             yield [collect(*entry) for entry in writes]
 
 
+def predict(predictor: Predictor, images: list[Image.Image],
+            gate: QualityGate | None) -> list[tuple[np.ndarray, Prediction | None]]:
+    """Each photo's probability map, with the maps the gate scores when there is a gate."""
+    if gate is None:
+        return [(prob, None) for prob in predictor.predict(images)]
+    return [(p.prob, p) for p in predictor.predict_detailed(images, flip=gate.scorer.flip)]
+
+
 def photo_record(ref: storage.ImageRef, status: str, seconds: float, *, confidence: float | None = None,
-                 error: str = "", output: str = "") -> dict[str, Any]:
+                 error: str = "", output: str = "", review: bool = False) -> dict[str, Any]:
     """One photo's result as a plain dict (the journal's JSON line): see :class:`PhotoResult`."""
     if status == "ok":
-        return PhotoResult.ok(ref, seconds, confidence=confidence, output=output).to_dict()
+        return PhotoResult.ok(ref, seconds, confidence=confidence, output=output, review=review).to_dict()
     return PhotoResult.failed(ref, error).to_dict()
 
 

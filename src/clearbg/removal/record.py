@@ -8,7 +8,7 @@ from typing import Any
 
 from clearbg import storage
 
-_SPARK_TYPES = {"str": "string", "float": "double", "float | None": "double"}
+_SPARK_TYPES = {"str": "string", "float": "double", "float | None": "double", "bool": "boolean"}
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,11 @@ class PhotoResult:
         uri: the photo's full path or URI.
         status: ``ok`` or ``failed``.
         error: why it failed (empty when ok).
-        confidence: the quality score of its mask (None when it failed).
+        confidence: the quality score of its mask, a predicted IoU (``clearbg.quality``; None when
+            it failed or the model has no calibration).
         seconds: time spent on it (decode to encoded output).
         output: where its output was written (empty when it failed).
+        review: its confidence was under the gate's threshold and it was sent to the review queue.
     """
 
     relpath: str
@@ -32,14 +34,16 @@ class PhotoResult:
     confidence: float | None = None
     seconds: float = 0.0
     output: str = ""
+    review: bool = False
 
     @classmethod
-    def ok(cls, ref: storage.ImageRef, seconds: float, *, confidence: float | None, output: str) -> PhotoResult:
-        return cls(ref.relpath, ref.uri, "ok", "", confidence, round(seconds, 4), output)
+    def ok(cls, ref: storage.ImageRef, seconds: float, *, confidence: float | None, output: str,
+           review: bool = False) -> PhotoResult:
+        return cls(ref.relpath, ref.uri, "ok", "", confidence, round(seconds, 4), output, review)
 
     @classmethod
     def failed(cls, ref: storage.ImageRef, error: str) -> PhotoResult:
-        return cls(ref.relpath, ref.uri, "failed", error, None, 0.0, "")
+        return cls(ref.relpath, ref.uri, "failed", error, None, 0.0, "", False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

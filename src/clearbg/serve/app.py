@@ -12,13 +12,16 @@ Endpoints:
 
 When the server has an API key, both removal endpoints and ``/metrics`` need it in ``X-Api-Key``.
 Every response carries ``X-Content-Type-Options: nosniff``.
-Results carry ``X-Width``, ``X-Height``, ``X-Confidence`` (0-1: how sure the model is of the mask) and
-``X-Batch-Size`` (how many requests shared the model call). Errors are JSON in remove.bg's
+Results carry ``X-Width``, ``X-Height``, ``X-Confidence`` (the model's calibrated confidence: a predicted
+IoU, 0-1; absent when the model has no calibration), ``X-Review: true`` when it is under the server's
+review threshold (the photo went to the review queue) and ``X-Batch-Size`` (how many requests
+shared the model call). Errors are JSON in remove.bg's
 shape ``{"errors": [{"title": ..., "code": ...}]}`` with 400 (bad image or parameter),
 403 (API key), 408 (the upload did not arrive within the timeout), 413 (body or pixels over the limit),
 415 (not an image format we decode), 422 (the result is too large for the output format: WebP
 16383 px a side, JPEG 65500),
-503 (busy or model not loaded yet) or 504 (over the time limit).
+503 (busy, model not loaded yet, or the review queue could not take a photo under the review
+threshold: ``review_unavailable``) or 504 (over the time limit).
 
 The model loads once per process. ``clearbg serve`` loads it before binding the port, so a
 mistyped or broken model stops the process with an error. Given only a model name,
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING, Literal
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -50,15 +53,16 @@ from clearbg import imageio
 from clearbg.errors import ClearbgError, ImageError, ImageTooLarge, OutputTooLarge, printable
 from clearbg.models.specs import DEFAULT_MODEL
 from clearbg.serve.batching import MicroBatcher
-from clearbg.inference.confidence import confidence
 from clearbg.serve.docs import mount_docs
 from clearbg.serve.fetch import BlockedAddress, FetchError, fetch_url
 from clearbg.serve.limits import DEADLINE, ApiKeyGuard, BodySizeLimit, NoSniff, RequestDeadline, ServeSettings
 from clearbg.serve.render import RenderOptions, Rendered, fit_size, render
 from clearbg.web.mount import mount_web
 
-if TYPE_CHECKING:  # annotations only; the module is imported where a Predictor is built
+if TYPE_CHECKING:  # annotations only; the modules are imported where a Predictor is built
     from clearbg.inference.predictor import Predictor
+    from clearbg.quality.gate import QualityGate
+    from clearbg.review.gate import ReviewSettings
 
 _log = logging.getLogger(__name__)
 
@@ -90,7 +94,9 @@ class ApiError(Exception):
 @dataclass
 class _State:
     settings: ServeSettings
+    review: ReviewSettings | None = None
     batcher: MicroBatcher | None = None
+    gate: QualityGate | None = None
     # Decode and encode run here, one thread per core: more threads would not add speed on
     # CPU-bound work, and each extra thread grows its own malloc arena (RSS creep under load).
     pixels: ThreadPoolExecutor = field(
@@ -109,6 +115,7 @@ def create_app(
     precision: str = "auto",
     engine: str = "auto",
     predictor: Predictor | None = None,
+    review: ReviewSettings | None = None,
 ):
     """Build the ASGI app (FastAPI inside the upload-size guard).
 
@@ -120,6 +127,9 @@ def create_app(
         predictor: ``model`` already loaded. ``clearbg serve`` loads it before binding the port,
             so a mistyped or broken model stops the process instead of serving 503s; without it
             the model loads in the background and ``/healthz`` answers meanwhile.
+        review: the quality gate's options (``clearbg.review.gate``): every answer carries the
+            model's confidence when it has a calibration; with a threshold, uploads under it go
+            to the review queue and their answers carry ``X-Review: true``.
 
     Returns:
         An ASGI app for uvicorn: FastAPI inside the body-size guard, the API-key guard when a
@@ -130,7 +140,7 @@ def create_app(
         >>> import uvicorn                                                         # doctest: +SKIP
         >>> uvicorn.run(create_app(ServeSettings(api_key="s3cret")), port=8000)   # doctest: +SKIP
     """
-    state = _State(settings)
+    state = _State(settings, review)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -176,7 +186,22 @@ async def _load(state: _State, model: str, device: str | None, precision: str, e
 
 
 async def _start_batcher(state: _State, model: str, predictor: Predictor) -> None:
-    batcher = MicroBatcher(predictor.predict, max_batch=state.settings.max_batch, max_wait_ms=state.settings.max_wait_ms)
+    from clearbg.review.gate import build_gate
+
+    try:
+        state.gate = await asyncio.to_thread(build_gate, predictor, state.review, job="serve")
+    except ClearbgError as err:
+        state.load_error = f"the quality gate of {model!r} could not be set up: {err}"
+        _log.error(printable(state.load_error))
+        return
+    gate = state.gate
+
+    def predict(images):
+        if gate is None:
+            return predictor.predict(images)
+        return predictor.predict_detailed(images, flip=gate.scorer.flip)
+
+    batcher = MicroBatcher(predict, max_batch=state.settings.max_batch, max_wait_ms=state.settings.max_wait_ms)
     await batcher.start()
     state.batcher = batcher
     _log.info("model %s ready on %s (%s, %s)", model, predictor.device, predictor.engine, predictor.precision)
@@ -247,8 +272,9 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         channels: Literal["rgba", "alpha"] = Form("rgba"),
     ):
         """Remove the background, remove.bg style."""
+        source = "upload"
         if image_url and image_file is None and not image_file_b64:
-            data = await _fetch(state, image_url)
+            data, source = await _fetch(state, image_url), image_url
         else:
             data = await _upload_bytes(image_file, image_file_b64)
         try:
@@ -256,7 +282,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
                                           channels=channels, format=format)
         except ValueError as err:
             raise ApiError(400, str(err), "invalid_parameter") from err
-        return await _process(state, data, options, request.scope[DEADLINE])
+        return await _process(state, data, options, request.scope[DEADLINE], source)
 
     @app.post("/v1/remove", tags=["remove"], responses=image_responses, response_class=Response,
               summary="Remove the background: photo in, PNG cutout out")
@@ -303,7 +329,8 @@ async def _upload_bytes(upload: UploadFile | None, b64: str | None) -> bytes:
     return data
 
 
-async def _process(state: _State, data: bytes, options: RenderOptions, deadline: float) -> Response:
+async def _process(state: _State, data: bytes, options: RenderOptions, deadline: float,
+                   source: str = "upload") -> Response:
     state.counts["requests"] += 1
     if state.batcher is None:
         raise ApiError(503, state.load_error or "model is loading; retry shortly", "not_ready", {"Retry-After": "5"})
@@ -315,7 +342,7 @@ async def _process(state: _State, data: bytes, options: RenderOptions, deadline:
     try:
         # What the upload left of --timeout (RequestDeadline started the clock at the headers).
         left = max(deadline - time.monotonic(), 0.0)
-        rendered, score, batch = await asyncio.wait_for(_work(state, data, options), left)
+        rendered, score, review, batch = await asyncio.wait_for(_work(state, data, options, source), left)
     except TimeoutError:
         state.counts["timeouts"] += 1
         raise ApiError(504, f"Request took over {state.settings.timeout_s:g} s", "timeout") from None
@@ -325,28 +352,42 @@ async def _process(state: _State, data: bytes, options: RenderOptions, deadline:
     finally:
         state.in_flight -= 1
     state.counts["ok"] += 1
-    return Response(rendered.body, media_type=rendered.media_type, headers={
-        "X-Width": str(rendered.width), "X-Height": str(rendered.height),
-        "X-Confidence": f"{score:.4f}", "X-Batch-Size": str(batch),
-    })
+    headers = {"X-Width": str(rendered.width), "X-Height": str(rendered.height), "X-Batch-Size": str(batch)}
+    if score is not None:
+        headers["X-Confidence"] = f"{score:.4f}"
+    if review:
+        headers["X-Review"] = "true"
+    return Response(rendered.body, media_type=rendered.media_type, headers=headers)
 
 
-async def _work(state: _State, data: bytes, options: RenderOptions) -> tuple[Rendered, float, int]:
+async def _work(state: _State, data: bytes, options: RenderOptions,
+                source: str) -> tuple[Rendered, float | None, bool, int]:
     loop = asyncio.get_running_loop()
-    image = await loop.run_in_executor(state.pixels, _decode, data, state.settings.max_pixels, options)
-    prob, batch = await state.batcher.predict(image)
+    image, size = await loop.run_in_executor(state.pixels, _decode, data, state.settings.max_pixels, options)
+    predicted, batch = await state.batcher.predict(image)
+    gate = state.gate
 
-    def finish() -> tuple[Rendered, float]:
+    def finish() -> tuple[Rendered, float | None, bool]:
+        prob = predicted if gate is None else predicted.prob
         try:
-            return render(image, prob, options), confidence(prob)
+            rendered = render(image, prob, options)
         except OutputTooLarge as err:  # a crop margin made it larger than the photo
             raise _too_large_for_format(err) from err
+        if gate is None:
+            return rendered, None, False
+        try:
+            # Before answering: a photo the client got back as doubtful is in the queue.
+            score, review = gate.judge(predicted, source=source, image=image, data=data, size=size)
+        except ClearbgError as err:
+            raise ApiError(503, f"the result could not be sent to review: {err}", "review_unavailable",
+                           {"Retry-After": "5"}) from err
+        return rendered, score, review
 
-    rendered, score = await loop.run_in_executor(state.pixels, finish)
-    return rendered, score, batch
+    rendered, score, review = await loop.run_in_executor(state.pixels, finish)
+    return rendered, score, review, batch
 
 
-def _decode(data: bytes, max_pixels: int, options: RenderOptions):
+def _decode(data: bytes, max_pixels: int, options: RenderOptions) -> tuple[Image.Image, tuple[int, int]]:
     try:
         image = imageio.open_image(data, max_pixels=max_pixels, name="upload")
     except ImageTooLarge as err:
@@ -355,6 +396,7 @@ def _decode(data: bytes, max_pixels: int, options: RenderOptions):
         if isinstance(err.__cause__, UnidentifiedImageError):
             raise ApiError(415, str(err), "unsupported_media_type") from err
         raise ApiError(400, str(err), "invalid_image") from err
+    size = image.size  # the photo's own: what review gets its mask at
     image = fit_size(image, options.size)
     if not options.crop:  # the size of a crop is known only after the model; render checks it then
         try:
@@ -362,7 +404,7 @@ def _decode(data: bytes, max_pixels: int, options: RenderOptions):
                 imageio.check_encodable(image.size, fmt, "upload")
         except OutputTooLarge as err:
             raise _too_large_for_format(err) from err
-    return image
+    return image, size
 
 
 def _too_large_for_format(err: OutputTooLarge) -> ApiError:
