@@ -17,10 +17,10 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 
-def _start(folder: Path, out: Path, log: Path) -> subprocess.Popen:
+def _start(folder: Path, out: Path, log: Path, *more: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "clearbg", "watch", str(folder), "--out", str(out), "--interval", "0.2",
-         "--settle", "1.5", "--batch-size", "1"],
+         "--settle", "1.5", "--batch-size", "1", *more],
         stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -64,8 +64,10 @@ def test_hot_folder_takes_complete_photos_once_and_moves_failures_aside(tmp_path
     text = log.read_text()
     assert text.count("ok a.jpg") == 1 and "FAILED" in text and "broken.jpg" in text
 
-    # Restarted: what was done stays done; a new photo is taken.
-    proc = _start(folder, out, log)
+    # Restarted, now with the quality gate: what was done stays done; a new photo is taken and,
+    # under the threshold (1.0: every photo), lands in the review queue.
+    queue = tmp_path / "review" / "queue.db"
+    proc = _start(folder, out, log, "--review-below", "1.0", "--queue", str(queue))
     try:
         (folder / "b.jpg").write_bytes(data)
         _wait_for(lambda: (out / "b.png").is_file())
@@ -81,6 +83,10 @@ def test_hot_folder_takes_complete_photos_once_and_moves_failures_aside(tmp_path
     results = pd.read_parquet(out / "results.parquet")
     assert sorted(results["relpath"]) == ["a.jpg", "b.jpg", "broken.jpg"]
     assert dict(zip(results["relpath"], results["status"]))["broken.jpg"] == "failed"
+    from clearbg.review.queue import ReviewQueue
+
+    queued = list(ReviewQueue(str(queue)).items())
+    assert [Path(item.source).name for item in queued] == ["b.jpg"] and "sent to review" in log.read_text()
 
 
 def test_hot_folder_refuses_a_bucket_and_an_output_inside_it(tmp_path):

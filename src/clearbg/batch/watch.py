@@ -31,6 +31,7 @@ from clearbg.imageio import atomic_write_bytes
 from clearbg.inference.compose import OutputOptions
 from clearbg.inference.predictor import Predictor
 from clearbg.removal.pipeline import check_output_location, remove_stream
+from clearbg.review.gate import ReviewSettings, build_gate
 
 FAILED_DIR = ".failed"  # inside the watched folder: dot-folders are never listed as input
 
@@ -57,6 +58,7 @@ def watch_folder(
     settle: float = 2.0,
     failed_dir: str | None = None,
     max_pixels: int | None = None,
+    review: ReviewSettings | None = None,
     stop: threading.Event | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> WatchSummary:
@@ -70,6 +72,8 @@ def watch_folder(
         settle: seconds a photo's size and modification time must stay unchanged before it is
             taken (the capture software may still be writing it).
         failed_dir: where failed photos are moved (default ``folder/.failed``).
+        review: the quality gate, as for ``run_batch``: photos under the confidence threshold go
+            to the review queue as they are processed.
         stop: set it to stop after the photos in hand are done (SIGINT/SIGTERM in the CLI).
         on_result: called with each photo's result record (status, error, output ...).
 
@@ -84,6 +88,7 @@ def watch_folder(
                            "(for a bucket, run `clearbg batch` on a schedule)")
     check_output_location([folder], out, fmt, mirrored=True)
     stop = stop or threading.Event()
+    gate = build_gate(predictor, review, job=f"watch {out}")
     failed_root = Path(failed_dir) if failed_dir else Path(folder) / FAILED_DIR
     journal = Journal(out)
     done = journal.done(retry_failed=True)  # a failed photo was moved aside: its name may come back, fixed
@@ -97,7 +102,7 @@ def watch_folder(
             if ready:
                 items = ((ref, output_for(out, ref, fmt)) for ref in ready)
                 for records in remove_stream(items, predictor, options=options, fmt=fmt, quality=quality,
-                                             workers=workers, max_pixels=max_pixels):
+                                             workers=workers, max_pixels=max_pixels, gate=gate):
                     for record in records:
                         if record["status"] == "failed":
                             error, moved = _move_aside(record, failed_root)

@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from clearbg.cli.options import OutputFormat
+from clearbg.cli.options import OutputFormat, review_options, review_settings
 from clearbg.errors import ClearbgError, printable
 from clearbg.models.specs import DEFAULT_MODEL
 
@@ -30,8 +30,9 @@ from clearbg.models.specs import DEFAULT_MODEL
 @click.option("--workers", type=int, default=2, show_default=True, help="Threads decoding ahead and writing behind.")
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP).")
+@review_options
 def watch_command(folder, out_dir, model, mask_only, bg_color, canvas, fmt, interval, settle, failed_dir, batch_size,
-                  workers, device, max_pixels):
+                  workers, device, max_pixels, review_below, review_share, queue_url, queue_images):
     """Remove backgrounds of photos as they arrive in FOLDER, until Ctrl-C.
 
     A photo is taken once it is completely written (unchanged for --settle seconds) and is never
@@ -43,6 +44,7 @@ def watch_command(folder, out_dir, model, mask_only, bg_color, canvas, fmt, inte
     Examples:
       clearbg watch /studio/capture --out /studio/cutouts
       clearbg watch incoming/ --out web/ --bg-color '#ffffff' --format jpg --canvas 1000x1000
+      clearbg watch /studio/capture --out /studio/cutouts --review-share 0.1
     """
     from clearbg.batch.watch import watch_folder
     from clearbg.inference.predictor import Predictor
@@ -60,7 +62,8 @@ def watch_command(folder, out_dir, model, mask_only, bg_color, canvas, fmt, inte
 
     def report(record: dict) -> None:
         if record["status"] == "ok":
-            click.echo(f"ok {printable(record['relpath'])} -> {printable(record['output'])}", err=True)
+            sent = " (sent to review)" if record.get("review") else ""
+            click.echo(f"ok {printable(record['relpath'])} -> {printable(record['output'])}{sent}", err=True)
         else:
             click.echo(f"FAILED {printable(record['error'])}", err=True)
 
@@ -71,7 +74,8 @@ def watch_command(folder, out_dir, model, mask_only, bg_color, canvas, fmt, inte
         summary = watch_folder(folder, out_dir, predictor,
                                options=make_options(mask_only=mask_only, bg_color=bg_color, canvas=canvas),
                                fmt=fmt, workers=max(1, workers), interval=interval, settle=settle,
-                               failed_dir=failed_dir, max_pixels=max_pixels, stop=stop, on_result=report)
+                               failed_dir=failed_dir, max_pixels=max_pixels, stop=stop, on_result=report,
+                               review=review_settings(review_below, review_share, queue_url, queue_images))
     except (ClearbgError, ValueError) as err:
         raise click.ClickException(printable(str(err))) from err
     click.echo(f"stopped: {summary.ok} ok, {summary.failed} failed", err=True)
