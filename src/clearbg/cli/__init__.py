@@ -32,6 +32,7 @@ COMMANDS = {
     "web": "clearbg.cli.web:web_command",
     "calibrate": "clearbg.cli.calibrate:calibrate_command",
     "queue": "clearbg.cli.queue:queue_command",
+    "review": "clearbg.cli.review:review_command",
 }
 
 
