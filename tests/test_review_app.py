@@ -22,6 +22,7 @@ from PIL import Image
 from scipy import ndimage
 
 from clearbg.review import ReviewQueue
+from clearbg.review.feedback import read_pairs
 from clearbg.review.snap import Stroke, stroke_area
 
 PHOTOS = ("ccp_0089", "ccp_0127", "ccp_0359")  # tiny-subset fashion photos, 550 x ~830
@@ -102,7 +103,7 @@ class Server:
 
 @pytest.fixture
 def server(queue_path):
-    running = Server(queue_path).wait()
+    running = Server(queue_path, "--feedback", str(queue_path.parent / "feedback")).wait()
     yield running
     running.stop()
 
@@ -199,6 +200,11 @@ def test_a_painted_stroke_saved_changes_the_stored_mask_under_the_stroke_and_now
     assert np.array_equal(after[~area], before[~area])     # every other pixel exactly as it was (lossless)
     assert len(np.unique(after[~area])) > 100              # ... soft values included
     assert effort.strokes == 1 and 0 < effort.seconds < 300 and effort.reviewer == "ana"
+    # ... and the pair is in the training-data folder, with where it came from.
+    feedback = queue_path.parent / "feedback"
+    row = next(r for r in read_pairs(str(feedback)) if r["id"] == first)
+    assert (row["action"], row["reviewer"], row["strokes"]) == ("correct", "ana", "1")
+    assert np.array_equal(np.asarray(Image.open(feedback / row["mask"])), after)
 
 
 def test_snap_to_edges_follows_the_photo_inside_the_stroke_and_changes_nothing_else(page, queue_path, shared_data,
@@ -261,6 +267,9 @@ def test_accept_and_reject_with_a_reason_by_keyboard_record_verdict_time_and_str
     assert item.status == "accepted" and corrected is None and effort.strokes == 0 and effort.seconds > 0
     _, _, (item, effort) = _stored(queue_path, second)
     assert item.status == "rejected" and item.reason == "sleeve taken as background" and item.reviewer == "ana"
+    feedback = str(queue_path.parent / "feedback")
+    assert [(r["id"], r["action"]) for r in read_pairs(feedback)] == [(first, "accept")]
+    assert (queue_path.parent / "feedback" / "rejected.csv").read_text().count("sleeve taken as background") == 1
     # The progress line counts what is left and, now, the pace.
     page.wait_for_function("() => document.querySelector('#progress').dataset.remaining === '1'")
     assert "you: 2 done" in page.inner_text("#progress") and "per item" in page.inner_text("#progress")

@@ -18,15 +18,18 @@ from clearbg.review.queue import DEFAULT_LEASE_S, DEFAULT_QUEUE
 @click.option("--token", envvar="CLEARBG_REVIEW_TOKEN", default=None,
               help="Access token (16+ characters) every request must carry; required off loopback. Prefer the "
                    "CLEARBG_REVIEW_TOKEN environment variable: a token on the command line shows in `ps`.")
+@click.option("--feedback", default=None,
+              help="Training-data folder or s3:// prefix to keep up to date after every decision (images/, masks/, "
+                   "pairs.csv with provenance, rejected.csv): what `clearbg prepare` and `clearbg retrain` read.")
 @click.option("--lease", "lease_s", default=DEFAULT_LEASE_S, show_default=True,
               help="Seconds a claimed item stays a reviewer's without activity (the open page renews it).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-def review_command(host, port, queue_url, queue_images, token, lease_s, log_level):
+def review_command(host, port, queue_url, queue_images, token, feedback, lease_s, log_level):
     """Review the doubtful cutouts in the browser: accept, reject, or repaint the mask.
 
     \b
     Example:
-      clearbg review                      # then open http://127.0.0.1:8700/
+      clearbg review --feedback data/feedback     # then open http://127.0.0.1:8700/
       CLEARBG_REVIEW_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe())') \\
         clearbg review --host 0.0.0.0     # reviewers open http://HOST:8700/?token=...
     """
@@ -35,8 +38,8 @@ def review_command(host, port, queue_url, queue_images, token, lease_s, log_leve
     from clearbg.review.app import ReviewAppSettings, create_app
 
     try:
-        app = create_app(ReviewAppSettings(queue=queue_url, images=queue_images, host=host, token=token or None,
-                                           lease_s=lease_s))
+        app = create_app(ReviewAppSettings(queue=queue_url, images=queue_images, feedback=feedback, host=host,
+                                           token=token or None, lease_s=lease_s))
     except ClearbgError as err:
         raise click.ClickException(f"not serving: {printable(str(err))}") from err
     shown = f"[{host}]" if ":" in host else host

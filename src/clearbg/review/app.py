@@ -33,6 +33,7 @@ import statistics
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from starlette.concurrency import run_in_threadpool
 from clearbg import imageio, storage
 from clearbg.errors import ClearbgError, LeaseLost, ReviewError, StorageError, printable
 from clearbg.review.guard import ReviewGuard, check_bind, is_loopback
+from clearbg.review.feedback import write_feedback
 from clearbg.review.queue import DEFAULT_LEASE_S, DEFAULT_QUEUE, Item, ReviewQueue
 from clearbg.review.snap import RING_PX, Stroke, snap_stroke
 
@@ -64,6 +66,8 @@ class ReviewAppSettings:
 
     Attributes:
         queue, images: the review queue (``ReviewQueue``'s ``url`` and ``images``).
+        feedback: a training-data folder or ``s3://`` prefix kept up to date after every
+            decision (:mod:`clearbg.review.feedback`), or None.
         host: the address it is bound to; not loopback needs ``token``.
         token: the access token (see :mod:`clearbg.review.guard`), or None on loopback.
         lease_s: how long a claim lasts without activity (the page renews it while open).
@@ -72,6 +76,7 @@ class ReviewAppSettings:
 
     queue: str = DEFAULT_QUEUE
     images: str | None = None
+    feedback: str | None = None
     host: str = "127.0.0.1"
     token: str | None = None
     lease_s: float = DEFAULT_LEASE_S
@@ -128,7 +133,7 @@ def create_app(settings: ReviewAppSettings = ReviewAppSettings()):
     app.state.queue = queue
     _add_errors(app)
     _add_page(app)
-    _add_items(app, queue, photos)
+    _add_items(app, queue, photos, _feedback(queue, settings.feedback))
     return ReviewGuard(app, token=settings.token, loopback=is_loopback(settings.host))
 
 
@@ -166,7 +171,26 @@ def _add_page(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name])
 
 
-def _add_items(app: FastAPI, queue: ReviewQueue, photos: _Photos) -> None:
+def _feedback(queue: ReviewQueue, out: str | None):
+    """What runs after each decision: bring the training-data folder up to date. A failure there
+    (a full disk, S3 away) is logged and does not undo the decision: the queue holds it, and the
+    next decision or ``clearbg retrain`` writes it."""
+    lock = threading.Lock()  # one writer per process: the CSVs are rewritten whole
+
+    def after(item: Item) -> Item:
+        if out is not None:
+            try:
+                with lock:
+                    write_feedback(queue, out)
+            except ClearbgError as err:
+                _log.error("the decision on %s is recorded, but the feedback folder %s was not updated: %s",
+                           item.id, printable(out), printable(str(err)))
+        return item
+
+    return after
+
+
+def _add_items(app: FastAPI, queue: ReviewQueue, photos: _Photos, after: Callable[[Item], Item]) -> None:
     item_id = PathParam(pattern=ITEM_ID)
 
     @app.post("/api/claim")
@@ -224,13 +248,13 @@ def _add_items(app: FastAPI, queue: ReviewQueue, photos: _Photos) -> None:
 
     @app.post("/api/items/{id}/accept")
     def accept(body: Verdict, id: str = item_id, token: str = Header(alias="X-Claim-Token")):
-        return _view(queue.complete(id, token, "accept", reason=body.reason, seconds=body.seconds,
-                                    strokes=body.strokes))
+        return _view(after(queue.complete(id, token, "accept", reason=body.reason, seconds=body.seconds,
+                                          strokes=body.strokes)))
 
     @app.post("/api/items/{id}/reject")
     def reject(body: Verdict, id: str = item_id, token: str = Header(alias="X-Claim-Token")):
-        return _view(queue.complete(id, token, "reject", reason=body.reason, seconds=body.seconds,
-                                    strokes=body.strokes))
+        return _view(after(queue.complete(id, token, "reject", reason=body.reason, seconds=body.seconds,
+                                          strokes=body.strokes)))
 
     @app.post("/api/items/{id}/correct")
     async def correct(request: Request, id: str = item_id, token: str = Header(alias="X-Claim-Token"),
@@ -242,7 +266,7 @@ def _add_items(app: FastAPI, queue: ReviewQueue, photos: _Photos) -> None:
         mask = _inflate(body, item)
         done = await run_in_threadpool(queue.complete, id, token, "correct", mask=mask, seconds=seconds,
                                        strokes=strokes)
-        return _view(done)
+        return _view(await run_in_threadpool(after, done))
 
     @app.get("/api/progress")
     def progress(reviewer: str = Query(default="", max_length=100)):
