@@ -33,6 +33,7 @@ COMMANDS = {
     "calibrate": "clearbg.cli.calibrate:calibrate_command",
     "queue": "clearbg.cli.queue:queue_command",
     "review": "clearbg.cli.review:review_command",
+    "retrain": "clearbg.cli.retrain:retrain_command",
 }
 
 
