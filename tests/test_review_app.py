@@ -434,3 +434,82 @@ def test_loopback_only_by_default_a_token_elsewhere_and_no_cross_site_changes(qu
         assert status == 403 and b"X-Clearbg" in body
     finally:
         plain.stop()
+
+
+# ----------------------------------------------------------------------------- product types
+
+
+@pytest.fixture
+def clustered(tmp_path, shared_data) -> str:
+    """6 tiny fashion pairs prepared small and split into two 'clusters' by the clustering's
+    own columns, as `clearbg cluster` writes them."""
+    import pandas as pd
+
+    from clearbg.data.manifest import read_manifest, write_manifest
+    from clearbg.data.prepare import PrepareConfig, prepare_dataset
+
+    rows = pd.read_csv(shared_data / "fashion" / "manifest.csv")
+    rows = rows[rows["tiny"] == 1].sort_values("id").head(6)
+    rows["image"] = [str(shared_data / "fashion" / p) for p in rows["image"]]
+    rows["mask"] = [str(shared_data / "fashion" / p) for p in rows["mask"]]
+    rows[["id", "image", "mask", "product_type"]].to_csv(tmp_path / "pairs.csv", index=False)
+    dataset = str(tmp_path / "ds")
+    prepare_dataset(str(tmp_path / "pairs.csv"), dataset, PrepareConfig(sizes=[(64, 96)]), workers=1)
+    frame = read_manifest(dataset).sort_values("id").reset_index(drop=True)
+    frame["cluster"] = [0, 0, 0, 1, 1, 1]
+    frame["cluster_name"] = ["tops"] * 3 + ["trousers"] * 3
+    frame["light"] = False
+    write_manifest(frame, dataset)
+    return dataset
+
+
+def test_product_types_page_moves_photos_by_keyboard_and_the_manifest_keeps_who_and_what_it_was(
+        chromium, queue_path, clustered, tmp_path):
+    from clearbg.data.manifest import read_manifest
+    from clearbg.evaluate.run import split_rows
+
+    server = Server(queue_path, "--dataset", clustered).wait()
+    try:
+        context = chromium.new_context(viewport={"width": 1100, "height": 800})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(server.url + "/types?reviewer=ana")
+        _wait_state(page, "ready")
+        ids = sorted(read_manifest(clustered)["id"])
+        assert page.evaluate("window.types.state()")["types"] == ["tops", "trousers"]
+        page.wait_for_function("() => [...document.images].every((i) => i.complete && i.naturalWidth > 0)")
+        # Select the first two tops (click, then Shift+arrow), move them with "2".
+        page.click(f"button.photo[data-id='{ids[0]}']")
+        page.keyboard.press("Shift+ArrowRight")
+        assert page.evaluate("window.types.state()")["selected"] == ids[:2]
+        page.screenshot(path=str(tmp_path / "types.png"))
+        page.keyboard.press("2")
+        page.wait_for_function("() => document.querySelectorAll('[data-type=trousers] button.photo').length === 5")
+        # A new type for one trousers photo (N), then Ctrl+Z puts it back.
+        page.click(f"button.photo[data-id='{ids[5]}']")
+        page.keyboard.press("n")
+        page.fill("#type-name", "shorts")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('[data-type=shorts]') !== null")
+        assert page.evaluate("window.types.state()")["types"] == ["tops", "trousers", "shorts"]
+        page.keyboard.press("Control+z")
+        page.wait_for_function("() => document.querySelector('[data-type=shorts]') === null")
+        context.close()
+        assert not errors, errors
+        # A thumbnail is only ever a row of the dataset, by number.
+        assert _call(server.url + "/api/types/photos/99/thumb")[0] == 404
+        assert _call(server.url + "/api/types/photos/..%2f..%2fetc%2fpasswd/thumb")[0] == 404
+    finally:
+        server.stop()
+    frame = read_manifest(clustered).set_index("id")
+    moved = frame.loc[ids[:2]]
+    assert list(moved["cluster_name"]) == ["trousers"] * 2 and list(moved["cluster"]) == [1, 1]
+    assert list(moved["type_by"]) == ["ana"] * 2 and list(moved["type_was"]) == ["tops"] * 2
+    assert moved["type_at"].str.endswith("Z").all()
+    back = frame.loc[ids[5]]
+    assert back["cluster_name"] == "trousers" and back["type_was"] == "trousers"  # moved and moved back
+    assert frame.loc[ids[2], "type_by"] == ""  # never moved
+    # Evaluation groups by the corrected types (and so do per-cluster validation and the gate).
+    groups = dict(zip(split_rows(clustered, "all", None)["id"], split_rows(clustered, "all", None)["group"]))
+    assert groups[ids[0]] == "trousers" and groups[ids[2]] == "tops"

@@ -21,10 +21,12 @@ from clearbg.review.queue import DEFAULT_LEASE_S, DEFAULT_QUEUE
 @click.option("--feedback", default=None,
               help="Training-data folder or s3:// prefix to keep up to date after every decision (images/, masks/, "
                    "pairs.csv with provenance, rejected.csv): what `clearbg prepare` and `clearbg retrain` read.")
+@click.option("--dataset", default=None,
+              help="A prepared, clustered dataset: /types then lets a person move photos between product types.")
 @click.option("--lease", "lease_s", default=DEFAULT_LEASE_S, show_default=True,
               help="Seconds a claimed item stays a reviewer's without activity (the open page renews it).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-def review_command(host, port, queue_url, queue_images, token, feedback, lease_s, log_level):
+def review_command(host, port, queue_url, queue_images, token, feedback, dataset, lease_s, log_level):
     """Review the doubtful cutouts in the browser: accept, reject, or repaint the mask.
 
     \b
@@ -38,8 +40,8 @@ def review_command(host, port, queue_url, queue_images, token, feedback, lease_s
     from clearbg.review.app import ReviewAppSettings, create_app
 
     try:
-        app = create_app(ReviewAppSettings(queue=queue_url, images=queue_images, feedback=feedback, host=host,
-                                           token=token or None, lease_s=lease_s))
+        app = create_app(ReviewAppSettings(queue=queue_url, images=queue_images, feedback=feedback, dataset=dataset,
+                                           host=host, token=token or None, lease_s=lease_s))
     except ClearbgError as err:
         raise click.ClickException(f"not serving: {printable(str(err))}") from err
     shown = f"[{host}]" if ":" in host else host

@@ -17,6 +17,8 @@ Routes (JSON errors as ``{"error": message}``; item ids are the queue's 32 hex d
     ``POST /api/items/{id}/correct``    the repainted mask: width*height bytes, zlib-compressed;
                                         ``X-Seconds`` and ``X-Strokes`` headers
     ``GET /api/progress?reviewer=NAME`` what is left and the reviewer's pace
+    ``GET /types``, ``GET /api/types``, ``GET /api/types/photos/{n}/thumb``, ``POST /api/types/move``
+                                        with ``--dataset``: product types corrected by hand
     ``GET /healthz``
 
 Files are only ever read through the queue's rows, and only from inside the queue's image
@@ -47,12 +49,14 @@ from starlette.concurrency import run_in_threadpool
 from clearbg import imageio, storage
 from clearbg.errors import ClearbgError, LeaseLost, ReviewError, StorageError, printable
 from clearbg.review.guard import ReviewGuard, check_bind, is_loopback
+from clearbg.review import types
 from clearbg.review.feedback import write_feedback
 from clearbg.review.queue import DEFAULT_LEASE_S, DEFAULT_QUEUE, Item, ReviewQueue
 from clearbg.review.snap import RING_PX, Stroke, snap_stroke
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATIC_FILES = {"review.js": "text/javascript", "review.css": "text/css", "index.html": "text/html; charset=utf-8"}
+STATIC_FILES = {"review.js": "text/javascript", "review.css": "text/css", "index.html": "text/html; charset=utf-8",
+                "types.html": "text/html; charset=utf-8", "types.js": "text/javascript"}
 ITEM_ID = r"^[0-9a-f]{32}$"
 PHOTO_CACHE = 8
 """Decoded photos kept in memory: the ones a few reviewers are on (snap reads the pixels per stroke)."""
@@ -68,6 +72,8 @@ class ReviewAppSettings:
         queue, images: the review queue (``ReviewQueue``'s ``url`` and ``images``).
         feedback: a training-data folder or ``s3://`` prefix kept up to date after every
             decision (:mod:`clearbg.review.feedback`), or None.
+        dataset: a prepared, clustered dataset whose product types ``/types`` corrects
+            (:mod:`clearbg.review.types`), or None.
         host: the address it is bound to; not loopback needs ``token``.
         token: the access token (see :mod:`clearbg.review.guard`), or None on loopback.
         lease_s: how long a claim lasts without activity (the page renews it while open).
@@ -77,6 +83,7 @@ class ReviewAppSettings:
     queue: str = DEFAULT_QUEUE
     images: str | None = None
     feedback: str | None = None
+    dataset: str | None = None
     host: str = "127.0.0.1"
     token: str | None = None
     lease_s: float = DEFAULT_LEASE_S
@@ -85,6 +92,12 @@ class ReviewAppSettings:
 
 class _NotFound(ClearbgError):
     """No such item, or a file the app will not serve."""
+
+
+class MoveRequest(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=100_000)
+    to: str = Field(min_length=1, max_length=200)
+    reviewer: str = Field(min_length=1, max_length=100)
 
 
 class Verdict(BaseModel):
@@ -134,6 +147,8 @@ def create_app(settings: ReviewAppSettings = ReviewAppSettings()):
     _add_errors(app)
     _add_page(app)
     _add_items(app, queue, photos, _feedback(queue, settings.feedback))
+    if settings.dataset is not None:
+        _add_types(app, settings.dataset)
     return ReviewGuard(app, token=settings.token, loopback=is_loopback(settings.host))
 
 
@@ -279,6 +294,28 @@ def _add_items(app: FastAPI, queue: ReviewQueue, photos: _Photos, after: Callabl
         return {"remaining": remaining, "waiting": stats.waiting, "in_review": stats.claimed,
                 "decided": stats.accepted + stats.rejected + stats.corrected, "yours": len(mine),
                 "pace_s": pace, "eta_s": None if pace is None else pace * remaining}
+
+
+def _add_types(app: FastAPI, dataset: str) -> None:
+    @app.get("/types")
+    def types_page():
+        return FileResponse(STATIC_DIR / "types.html", media_type=STATIC_FILES["types.html"])
+
+    @app.get("/api/types")
+    def list_types():
+        return types.table(*types.groups(dataset))
+
+    @app.get("/api/types/photos/{index}/thumb")
+    def thumb(index: int = PathParam(ge=0)):
+        _, frame = types.groups(dataset)
+        try:
+            return Response(types.thumbnail(dataset, frame, index), media_type="image/jpeg")
+        except ReviewError as err:
+            raise _NotFound(str(err)) from err
+
+    @app.post("/api/types/move")
+    def move(body: MoveRequest):
+        return {"moved": types.move(dataset, body.ids, body.to.strip(), body.reviewer)}
 
 
 def _view(item: Item) -> dict:
