@@ -105,6 +105,7 @@ async function claimNext() {
     const { token, ...fields } = item;
     history.push(await loadEntry(fields, token));
     show(history.length - 1);
+    refreshProgress();  // one more in review, one fewer waiting
     return true;
   } catch (err) { fail(err); return false; }
 }
