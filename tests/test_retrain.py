@@ -213,3 +213,87 @@ def test_a_challenger_that_passes_the_gate_becomes_champion_with_its_own_calibra
     # The next round starts from v3 and only from what was decided after v3's corrections.
     assert float(client.get_model_version("shop", "3").tags[UNTIL_TAG]) >= float(
         client.get_model_version("shop", "2").tags[UNTIL_TAG])
+
+
+def test_the_whole_loop_batch_gate_queue_review_page_feedback_retrain_decision(tmp_path, home, make_mlflow_store,
+                                                                                base, shared_data, chromium):
+    """The loop on the tiny subset, every step through its real interface: `clearbg batch` with
+    the gate sends photos to the queue; a reviewer in Chromium accepts, rejects and repaints them
+    on the `clearbg review` page; the feedback folder follows; `clearbg retrain` trains a
+    challenger on it and the gate's decision is logged."""
+    from test_review_app import Server, _drag, _state, _wait_for_item_change, _wait_state
+
+    from clearbg.registry import promote, register_model
+    from clearbg.review.feedback import read_pairs
+
+    uri = make_mlflow_store(tmp_path / "store")
+    register_model("u2netp", "shop", f"{base}:test", tracking_uri=uri, onnx=False, progress=False)
+    promote("shop", f"{base}:test", tracking_uri=uri, progress=False)
+    photos = tmp_path / "shoot"
+    photos.mkdir()
+    for name in NEW_PHOTOS[:4]:
+        (photos / f"{name}.jpg").write_bytes((shared_data / "fashion" / "images" / f"{name}.jpg").read_bytes())
+    env = {**os.environ, "CLEARBG_HOME": str(home), "MLFLOW_TRACKING_URI": uri}
+    queue = tmp_path / "review" / "queue.db"
+    batch = subprocess.run([sys.executable, "-m", "clearbg", "batch", str(photos), "--out", str(tmp_path / "cut"),
+                            "--model", "models:/shop@champion", "--review-below", "0.9999", "--queue", str(queue)],
+                           env=env, capture_output=True, text=True, timeout=900)
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    results = pd.read_parquet(tmp_path / "cut" / "results.parquet")
+    assert results["review"].all() and len(results) == 4 and results["confidence"].between(0, 1).all()
+    with ReviewQueue(str(queue)) as q:
+        assert q.stats().pending == 4 and len({i.model for i in q.items()}) == 1
+        made_by = next(q.items()).model
+
+    feedback = tmp_path / "feedback"
+    server = Server(queue, "--feedback", str(feedback)).wait()
+    try:
+        context = chromium.new_context(viewport={"width": 1280, "height": 860})
+        page = context.new_page()
+        page.goto(server.url + "/?reviewer=ana")
+        _wait_state(page, "ready")
+        first = _state(page)["id"]
+        page.keyboard.press("a")                                   # 1: accept
+        _wait_for_item_change(page, first)
+        second = _state(page)["id"]
+        page.keyboard.press("r")                                   # 2: reject, with a reason
+        page.wait_for_selector("#reject-dialog[open]")
+        page.keyboard.type("two people in the photo")
+        page.keyboard.press("Enter")
+        _wait_for_item_change(page, second)
+        third = _state(page)["id"]
+        page.keyboard.press("s")                                   # 3: a snapped brush stroke, saved
+        _drag(page, [(250, 200), (260, 300)])
+        _wait_state(page, "ready")
+        page.keyboard.press("Control+Enter")
+        _wait_for_item_change(page, third)
+        fourth = _state(page)["id"]
+        page.keyboard.press("e")                                   # 4: an eraser stroke, saved
+        _drag(page, [(20, 20), (60, 40)])
+        _wait_state(page, "ready")
+        page.keyboard.press("Control+Enter")
+        _wait_state(page, "decided")
+        context.close()
+    finally:
+        server.stop()
+    pairs = {r["id"]: r for r in read_pairs(str(feedback))}
+    assert {pairs[i]["action"] for i in (first, third, fourth)} == {"accept", "correct"} and second not in pairs
+    assert pairs[third]["strokes"] == "1" and pairs[third]["model"] == made_by
+    assert "two people in the photo" in (feedback / "rejected.csv").read_text()
+
+    retrain = subprocess.run([sys.executable, "-m", "clearbg", "retrain", "--name", "shop", "--data", base,
+                              "--feedback", str(feedback), "--queue", str(queue), "--out", str(tmp_path / "rounds"),
+                              *TRAIN], env=env, capture_output=True, text=True, timeout=1500)
+    assert retrain.returncode == 0, retrain.stderr[-3000:]
+    assert ("challenger v2 promoted" in retrain.stdout) != ("challenger v2 refused" in retrain.stdout), retrain.stdout
+    state = json.loads((tmp_path / "rounds" / "shop-v1-r1" / "round.json").read_text())
+    assert state["stage"] == "decided" and state["corrections"] == 3 and state["added"] == 3
+    merged = pd.read_parquet(tmp_path / "rounds" / "shop-v1-r1" / "dataset" / "manifest.parquet")
+    reviewed = merged[merged["origin"] == "review"].set_index("id")
+    assert set(reviewed.index) == {first, third, fourth} and set(reviewed["reviewer"]) == {"ana"}
+    client = MlflowClient(uri)
+    run = client.get_run(state["run_id"])
+    assert run.data.tags["clearbg.decision"] in ("promote", "keep") and run.data.params["added"] == "3"
+    promote_run = client.get_run(run.data.tags["clearbg.promote_run"])
+    assert promote_run.data.tags["clearbg.decision"] == run.data.tags["clearbg.decision"]
+    assert "challenger/iou_mean" in run.data.metrics and "champion/iou_mean" in run.data.metrics
