@@ -98,6 +98,8 @@ def test_mlflow_loads_the_version_as_photo_bytes_in_png_out_and_keeps_the_pytorc
     assert isinstance(network, torch.nn.Module)
     with pytest.raises(ClearbgError, match="output must be"):
         model.predict(pd.DataFrame({"image": [photo]}), params={"output": "matte"})
+    with pytest.raises(ClearbgError, match="encoding one of"):
+        model.predict(pd.DataFrame({"image": [photo]}), params={"encoding": "hex"})
     with pytest.raises(ClearbgError, match="row 0"):
         model.predict(pd.DataFrame({"image": [b"not a photo"]}))
 
@@ -151,3 +153,23 @@ def _wait(url: str, process: subprocess.Popen, log: Path, timeout: float = 180) 
             if time.monotonic() > deadline:
                 pytest.fail(f"mlflow models serve did not answer within {timeout} s:\n{log.read_text()[-4000:]}")
             time.sleep(0.5)
+
+
+def test_spark_udf_cuts_out_a_binary_column_of_photos(champion, fashion_photo):
+    from clearbg.spark import local_spark
+
+    buffer = io.BytesIO()
+    fashion_photo.save(buffer, "JPEG", quality=92)
+    photo = buffer.getvalue()
+    spark = local_spark("clearbg-pyfunc-test")
+    try:
+        frame = spark.createDataFrame([(photo,), (photo,)], "image binary")
+        with using_tracking_uri(champion):
+            udf = mlflow.pyfunc.spark_udf(spark, "models:/shop@champion", result_type="string", env_manager="local",
+                                          params={"output": "mask", "encoding": "base64"})
+        rows = frame.select(udf("image").alias("mask")).collect()
+    finally:
+        spark.stop()
+    assert len(rows) == 2
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(rows[0]["mask"]))))
+    assert np.array_equal(mask, _expected(photo, "mask"))

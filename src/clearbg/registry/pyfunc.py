@@ -8,19 +8,22 @@ loader, so the MLflow tools Databricks users know work on photos as they are:
     curl -d '{"dataframe_split": {"columns": ["image"], "data": [["<base64 JPEG>"]]},
               "params": {"output": "mask"}}' -H 'Content-Type: application/json' localhost:5000/invocations
 
-    udf = mlflow.pyfunc.spark_udf(spark, "models:/shop@champion", result_type="binary")
-    frame.withColumn("cutout", udf("image"))          # a binary column of photo bytes
+    udf = mlflow.pyfunc.spark_udf(spark, "models:/shop@champion", result_type="string",
+                                  params={"encoding": "base64"}, env_manager="local")
+    frame.withColumn("cutout", udf("image"))          # a binary column of photo bytes in
 
 Input: a table with a binary column ``image`` (any format ``clearbg.imageio`` decodes; over
-HTTP MLflow base64-decodes it, as the signature says binary). Output: a binary column ``image``
-holding one PNG per row: the cutout (RGBA, the default) or the 8-bit mask (``output="mask"``),
-at the photo's full resolution. The network is the version's plain clearbg checkpoint
+HTTP MLflow base64-decodes it, as the signature says binary). Output: a column ``image`` holding
+one PNG per row: the cutout (RGBA, the default) or the 8-bit mask (``output="mask"``), at the
+photo's full resolution; as bytes, or with ``encoding="base64"`` as base64 text, since Spark UDFs
+cannot return binary (``spark_udf`` takes primitive result types only). The network is the version's plain clearbg checkpoint
 (``extra_files/clearbg.pt``), run by :class:`clearbg.inference.predictor.Predictor`: the same
 preprocessing and post-processing as ``clearbg remove``.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -31,16 +34,18 @@ from clearbg.inference.compose import alpha_from_prob, cutout
 from clearbg.models.mlflow_uris import CHECKPOINT_FILE
 
 OUTPUTS = ("cutout", "mask")
+ENCODINGS = ("bytes", "base64")
 
 
 def signature():
-    """The flavour's signature: ``image`` bytes in, ``image`` PNG bytes out, ``output`` as a parameter."""
+    """The flavour's signature: ``image`` bytes in, ``image`` PNG out; ``output`` and ``encoding`` parameters."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(inputs=Schema([ColSpec(DataType.binary, "image")]),
                           outputs=Schema([ColSpec(DataType.binary, "image")]),
-                          params=ParamSchema([ParamSpec("output", DataType.string, "cutout")]))
+                          params=ParamSchema([ParamSpec("output", DataType.string, "cutout"),
+                                              ParamSpec("encoding", DataType.string, "bytes")]))
 
 
 def save_model(pytorch_model, path: str, mlflow_model=None, **kwargs) -> None:
@@ -72,14 +77,16 @@ class ClearbgPyfunc:
         """Cut out every photo of ``model_input`` (a frame with ``image`` bytes, or a list of bytes).
 
         Raises:
-            ClearbgError: an unknown ``output``, a missing ``image`` column, or a photo that
+            ClearbgError: an unknown ``output`` or ``encoding``, a missing ``image`` column, or a photo that
                 does not decode (the message names its row).
         """
         import pandas as pd
 
         output = (params or {}).get("output", "cutout")
-        if output not in OUTPUTS:
-            raise ClearbgError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        encoding = (params or {}).get("encoding", "bytes")
+        if output not in OUTPUTS or encoding not in ENCODINGS:
+            raise ClearbgError(f"output must be one of {', '.join(OUTPUTS)} and encoding one of {', '.join(ENCODINGS)}, "
+                               f"got {output!r} and {encoding!r}")
         if isinstance(model_input, pd.DataFrame):
             if "image" not in model_input:
                 raise ClearbgError(f"the input needs a binary column 'image'; it has {', '.join(map(str, model_input))}")
@@ -90,5 +97,6 @@ class ClearbgPyfunc:
         results = []
         for image, prob in zip(images, self.predictor.predict(images)):
             alpha = alpha_from_prob(prob)
-            results.append(encode_image(alpha if output == "mask" else cutout(image, alpha), "png"))
+            png = encode_image(alpha if output == "mask" else cutout(image, alpha), "png")
+            results.append(base64.b64encode(png).decode() if encoding == "base64" else png)
         return pd.DataFrame({"image": results})

@@ -329,9 +329,9 @@ def _view(item: Item) -> dict:
 def _get(queue: ReviewQueue, item_id: str) -> Item:
     try:
         return queue.get(item_id)
-    except LeaseLost:
-        raise
     except ReviewError as err:
+        if not str(err).startswith("no item"):  # the database is away: that is no 404
+            raise
         raise _NotFound(str(err)) from err
 
 
