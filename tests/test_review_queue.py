@@ -256,3 +256,25 @@ def test_a_server_database_needs_an_image_location(postgres_url):
 def test_a_server_database_that_is_down_is_a_clear_error():
     with pytest.raises(ReviewError, match="cannot open the review queue"):
         ReviewQueue("postgresql://clearbg@127.0.0.1:1/none", images="/tmp/x")
+
+
+def test_effort_is_recorded_with_the_decision_and_never_for_a_lost_claim(tmp_path):
+    queue = ReviewQueue(str(tmp_path / "queue.db"), lease_s=0.2)
+    _fill(queue, 2)
+    first = queue.claim("ana")
+    queue.complete(first.id, first.token, "accept", seconds=12.5, strokes=0)
+    second = queue.claim("ana")
+    time.sleep(0.3)
+    taken = queue.claim("ben")  # ana's lease ran out: ben has it now
+    assert taken.id == second.id
+    with pytest.raises(LeaseLost):
+        queue.complete(second.id, second.token, "reject", reason="blurred", seconds=99, strokes=4)
+    with pytest.raises(ReviewError, match="non-negative"):
+        queue.complete(taken.id, taken.token, "accept", seconds=-1)
+    queue.complete(taken.id, taken.token, "reject", reason="blurred", seconds=3, strokes=2)
+    efforts = queue.efforts()
+    assert [(e.item, e.reviewer, e.seconds, e.strokes) for e in efforts] == [
+        (first.id, "ana", 12.5, 0), (second.id, "ben", 3.0, 2)]
+    assert [e.item for e in queue.efforts(reviewer="ben")] == [second.id]
+    assert efforts[0].decided == queue.get(first.id).decided
+    queue.close()

@@ -316,7 +316,8 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
 
 
 def log_pytorch_model(client: MlflowClient, experiment: str, run_id: str, module: nn.Module, *,
-                      name: str = "model", extra_files: Sequence[str | os.PathLike] = ()) -> str:
+                      name: str = "model", extra_files: Sequence[str | os.PathLike] = (), flavor: Any = None,
+                      signature: Any = None) -> str:
     """Log ``module`` with MLflow's pytorch flavour into ``run_id``; returns its ``models:/m-...`` URI.
 
     Pickled (``serialization_format="pickle"``), so photos of any size go through the loaded
@@ -330,11 +331,15 @@ def log_pytorch_model(client: MlflowClient, experiment: str, run_id: str, module
         module: the model, on CPU in eval mode.
         name: the logged model's name (its artifact folder).
         extra_files: files stored beside it (``extra_files/<name>``).
+        flavor: the module ``mlflow.models.Model.log`` saves it with (default ``mlflow.pytorch``;
+            ``clearbg.registry.pyfunc`` adds clearbg's photo-in, PNG-out ``python_function``).
+        signature: the model's signature, if the flavour has one.
 
     Example:
         >>> uri = log_pytorch_model(client, experiment_id(client, "clearbg"), run_id, model)  # doctest: +SKIP
     """
     import mlflow.pytorch
+    from mlflow.models import Model
     import numpy as np
     import torch
 
@@ -346,9 +351,11 @@ def log_pytorch_model(client: MlflowClient, experiment: str, run_id: str, module
     # current experiment ("Default", artifacts under ./mlruns).
     logged = client.create_logged_model(experiment, name=name, source_run_id=run_id)
     with using_tracking_uri(client.tracking_uri):
-        info = mlflow.pytorch.log_model(module, name=name, serialization_format="pickle", run_id=run_id,
-                                        model_id=logged.model_id, pip_requirements=requirements,
-                                        extra_files=[str(f) for f in extra_files] or None)
+        # What mlflow.pytorch.log_model does, with the flavour module as a parameter.
+        info = Model.log(artifact_path=None, name=name, flavor=flavor or mlflow.pytorch, pytorch_model=module,
+                         serialization_format="pickle", run_id=run_id, model_id=logged.model_id,
+                         pip_requirements=requirements, extra_files=[str(f) for f in extra_files] or None,
+                         signature=signature)
     return info.model_uri
 
 

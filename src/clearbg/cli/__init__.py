@@ -33,6 +33,8 @@ COMMANDS = {
     "web": "clearbg.cli.web:web_command",
     "calibrate": "clearbg.cli.calibrate:calibrate_command",
     "queue": "clearbg.cli.queue:queue_command",
+    "review": "clearbg.cli.review:review_command",
+    "retrain": "clearbg.cli.retrain:retrain_command",
 }
 
 

@@ -12,7 +12,9 @@ Every version carries its evaluation: summary figures as version tags and run me
 per-image table, thumbnails and ``report.html`` as artifacts of the run that registered it. The
 model is logged with MLflow's pytorch flavour (pickled, so photos of any size go through) and,
 beside it, a plain clearbg checkpoint (``clearbg.pt``: state dict + spec name) that
-``create_model("models:/shop@champion")`` loads without unpickling code. The same run also logs
+``create_model("models:/shop@champion")`` loads without unpickling code. Its ``python_function``
+flavour is clearbg's (:mod:`clearbg.registry.pyfunc`): photo bytes in, cutout or mask PNG out,
+so ``mlflow models serve -m models:/shop@champion`` and ``mlflow.pyfunc.spark_udf`` take photos. The same run also logs
 its fp32 ONNX export (dynamic batch) with MLflow's onnx flavour; the version's ``clearbg.onnx`` tag
 points at it, and ``Predictor("models:/shop@champion", engine="onnxruntime")`` runs that file
 (:func:`clearbg.models.mlflow_uris.resolve_onnx_uri`).
@@ -65,6 +67,7 @@ from clearbg.models.mlflow_uris import (
     save_checkpoint,
 )
 from clearbg.quality.calibration import Calibration
+from clearbg.registry import pyfunc
 from clearbg.quality.fit import calibrate
 
 if TYPE_CHECKING:
@@ -180,7 +183,8 @@ def register_model(
                 # The files (report.html, summary.json, per_image.csv ...) and the figures as
                 # metrics, named as `clearbg evaluate` names them.
                 log_evaluation(folder, run_id=run_id, tracking_uri=uri, artifact_path=EVALUATION_ARTIFACTS)
-                model_uri = log_pytorch_model(client, experiment, run_id, module.cpu().eval(), extra_files=[checkpoint])
+                model_uri = log_pytorch_model(client, experiment, run_id, module.cpu().eval(), extra_files=[checkpoint],
+                                              flavor=pyfunc, signature=pyfunc.signature())
                 tags = _version_tags(source, spec.name, evaluation)
                 if onnx:
                     tags[ONNX_TAG] = log_onnx_model(client, experiment, run_id, export_onnx(module, spec, dynamic_batch=True))

@@ -6,6 +6,6 @@ Example:
     >>> item = queue.claim("ana")                               # doctest: +SKIP
 """
 
-from clearbg.review.queue import DEFAULT_QUEUE, Item, QueueStats, ReviewQueue
+from clearbg.review.queue import DEFAULT_QUEUE, Effort, Item, QueueStats, ReviewQueue
 
-__all__ = ["DEFAULT_QUEUE", "Item", "QueueStats", "ReviewQueue"]
+__all__ = ["DEFAULT_QUEUE", "Effort", "Item", "QueueStats", "ReviewQueue"]

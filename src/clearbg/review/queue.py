@@ -95,6 +95,18 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Effort:
+    """What one decision cost: who made it, when, the seconds spent and the strokes painted
+    (None where the reviewer's tool did not say)."""
+
+    item: str
+    reviewer: str
+    decided: float
+    seconds: float | None
+    strokes: int | None
+
+
+@dataclass(frozen=True)
 class QueueStats:
     """Counts by status; ``waiting`` = pending plus claims whose lease ran out (claimable now)."""
 
@@ -258,7 +270,8 @@ class ReviewQueue:
             raise self._lost(item_id)
 
     def complete(self, item_id: str, token: str, decision: str, *, reason: str = "",
-                 mask: np.ndarray | Image.Image | bytes | None = None) -> Item:
+                 mask: np.ndarray | Image.Image | bytes | None = None, seconds: float | None = None,
+                 strokes: int | None = None) -> Item:
         """Record a reviewer's verdict on a claimed item.
 
         Args:
@@ -268,6 +281,7 @@ class ReviewQueue:
             reason: required for ``reject``, kept for the others.
             mask: for ``correct``: the photo's size, a mode-L/1 image, a (H, W) uint8/bool
                 array or encoded image bytes; stored as an 8-bit PNG, value for value.
+            seconds, strokes: the reviewer's effort on it, recorded with the decision (``efforts``).
 
         Returns:
             The completed item.
@@ -294,10 +308,19 @@ class ReviewQueue:
             # Named after the claim: a reviewer who lost the item cannot overwrite the winner's mask.
             corrected = f"{item_id[:2]}/{item_id}/corrected-{token[:16]}.png"
             self._write(corrected, encode_image(image, "png"))
+        if seconds is not None and not (np.isfinite(seconds) and seconds >= 0):
+            raise ReviewError(f"seconds spent on {item_id} must be a non-negative number, got {seconds}")
+        if strokes is not None and strokes < 0:
+            raise ReviewError(f"strokes on {item_id} must be a non-negative count, got {strokes}")
         with self._begin() as conn:
             done = conn.execute(sa.update(T).where(T.c.id == item_id, T.c.token == token, T.c.status == CLAIMED)
                                 .values(status=DECISIONS[decision], decided=store.now(conn), reason=reason.strip(),
                                         corrected=corrected, token=None, lease_until=None)).rowcount
+            if done == 1:  # in the same transaction: a decision is never recorded without its effort
+                row = conn.execute(sa.select(T.c.reviewer, T.c.decided).where(T.c.id == item_id)).one()
+                conn.execute(sa.insert(store.effort).values(
+                    item=item_id, reviewer=row.reviewer, decided=row.decided,
+                    seconds=None if seconds is None else float(seconds), strokes=None if strokes is None else int(strokes)))
         if done != 1:
             raise self._lost(item_id)
         return self.get(item_id)
@@ -341,6 +364,17 @@ class ReviewQueue:
                 sa.select(sa.func.count(), sa.func.min(T.c.created)).where(_claimable(conn))).one()
         return QueueStats(**{s: int(counts.get(s, 0)) for s in STATUSES}, waiting=int(waiting),
                           oldest_waiting=oldest)
+
+    def efforts(self, *, reviewer: str | None = None, since: float | None = None) -> list[Effort]:
+        """The effort recorded with each decision (oldest first), optionally one reviewer's or
+        since a time (seconds since the epoch, the database's clock)."""
+        query = sa.select(store.effort).order_by(store.effort.c.decided)
+        if reviewer is not None:
+            query = query.where(store.effort.c.reviewer == reviewer)
+        if since is not None:
+            query = query.where(store.effort.c.decided >= since)
+        with self._begin() as conn:
+            return [Effort(**row) for row in conn.execute(query).mappings()]
 
     def read(self, uri: str) -> bytes:
         """The bytes of one of an item's images (``item.photo``, ``item.mask``, ``item.corrected``)."""

@@ -1,8 +1,10 @@
 """Where the review queue keeps its rows: one SQLite file by default, any SQLAlchemy URL for a
 shared deployment (PostgreSQL).
 
-The schema is two tables: ``items`` (one row per photo sent to review) and ``meta`` (the queue's
-own settings, e.g. where its images live, so a queue opened by its URL alone finds them). Time
+The schema is three tables: ``items`` (one row per photo sent to review), ``effort`` (how long each
+decision took and how many strokes) and ``meta`` (the queue's own settings, e.g. where its images
+live, so a queue opened by its URL alone finds them). A queue made before ``effort`` existed gets
+the table when it is opened (``create_all`` adds missing tables). Time
 comes from the database's clock, never from the reviewers' machines, so leases hold however far
 their clocks drift apart.
 """
@@ -43,6 +45,16 @@ items = sa.Table(
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("corrected", sa.Text, nullable=True),           # key of the corrected mask (PNG)
     sa.Index("review_items_queue", "status", "score", "created"),
+)
+
+effort = sa.Table(
+    "review_effort", metadata,
+    sa.Column("item", sa.String(64), primary_key=True),      # review_items.id; an item is decided once
+    sa.Column("reviewer", sa.Text, nullable=False),
+    sa.Column("decided", sa.Float, nullable=False),           # database clock, as review_items.decided
+    sa.Column("seconds", sa.Float, nullable=True),            # time the reviewer spent on it (their page's count)
+    sa.Column("strokes", sa.Integer, nullable=True),          # brush and eraser strokes painted
+    sa.Index("review_effort_reviewer", "reviewer", "decided"),
 )
 
 meta = sa.Table(
