@@ -32,7 +32,7 @@ from pathlib import Path
 
 from clearbg.data.manifest import DatasetError, read_info
 from clearbg.data.prepare import PrepareConfig, prepare_dataset
-from clearbg.errors import ClearbgError, RegistryError
+from clearbg.errors import ClearbgError
 from clearbg.evaluate.settings import EvalSettings
 from clearbg.mlflow_store import experiment_id, log_metrics, log_params, mlflow_errors, open_store
 from clearbg.models.mlflow_uris import find_version, resolve_confidence_uri, resolve_model_uri

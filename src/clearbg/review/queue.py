@@ -27,7 +27,6 @@ import hashlib
 import io
 import secrets
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
