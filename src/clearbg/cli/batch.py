@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from clearbg.cli.options import OutputFormat
+from clearbg.cli.options import OutputFormat, edge_options, edge_settings
 from clearbg.errors import ClearbgError, printable
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
 
@@ -30,7 +30,8 @@ SHOW_FAILURES = 20
 @click.option("--partitions", type=int, default=2, show_default=True, help="Spark partitions per chunk of photos.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
-def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, workers, retry_failed, engine, partitions, device, max_pixels):
+@edge_options
+def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, workers, retry_failed, engine, partitions, device, max_pixels, **edges):
     """Remove backgrounds of every photo under SRC, resumably, with a results table.
 
     Finished photos are journaled in DST/.batch/, so rerunning the same command after a crash
@@ -47,6 +48,7 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
       clearbg batch s3://studio/raw/ --out s3://studio/cut/ --batch-size 16 --workers 8
       clearbg batch photos/ --out cutouts/ --retry-failed
       clearbg batch s3://studio/raw/ --out s3://studio/cut/ --engine spark --partitions 64
+      clearbg batch photos/ --out web/ --bg-color white --format jpg --decontaminate --shadow contact
     """
     from clearbg.removal.api import make_options
     from clearbg.batch import run_batch
@@ -56,7 +58,7 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
     if fmt == "jpg" and bg_color is None and not mask_only:
         bg_color = "#ffffff"  # JPEG has no alpha
     try:
-        options = make_options(mask_only=mask_only, bg_color=bg_color)
+        options = make_options(mask_only=mask_only, bg_color=bg_color, **edge_settings(edges))
         common = dict(options=options, fmt=fmt, workers=max(1, workers), retry_failed=retry_failed, max_pixels=max_pixels)
         if engine == "spark":
             from pyspark.sql import SparkSession
