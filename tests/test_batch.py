@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -420,3 +421,36 @@ def test_spark_engine_reads_and_writes_s3(s3_bucket, s3_client, fashion, tmp_pat
     # Same journal as the local engine: a local rerun finds everything done.
     again = run_batch([f"{s3_bucket}/raw/"], f"{s3_bucket}/cut/", Predictor("u2netp", batch_size=1), progress=False)
     assert (again.ok, again.failed, again.skipped) == (0, 0, 5)
+
+
+def test_batch_applies_the_edge_and_shadow_options(tmp_path, fashion):
+    src = make_source(tmp_path / "src", fashion[:2], corrupt=False)
+    args = ["batch", str(src), "--bg-color", "white", "--format", "png"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "plain"), "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "shop"), "--batch-size", "2", "-dc",
+                                      "--shadow", "contact", "--shadow-opacity", "1"])
+    assert result.exit_code == 0, result.output
+    name = f"sub/{os.path.basename(fashion[0])}".rsplit(".", 1)[0] + ".png"
+    plain, shop = (Image.open(tmp_path / folder / name) for folder in ("plain", "shop"))
+    assert plain.mode == shop.mode == "RGB" and plain.size == shop.size
+    assert not np.array_equal(np.asarray(plain), np.asarray(shop))
+
+
+def test_spark_engine_applies_the_edge_and_shadow_options(tmp_path, fashion):
+    pytest.importorskip("pyspark")
+    from clearbg.batch.spark import run_batch_spark
+    from clearbg.removal.api import make_options
+
+    src = make_source(tmp_path / "src", fashion[:2], corrupt=False)
+    options = make_options(bg_color="white", shadow="drop", drop_fragments=True, fill_holes=True)
+    summary = run_batch_spark([str(src)], str(tmp_path / "spark"), "u2netp", batch_size=2, partitions=1,
+                              options=options)
+    assert (summary.ok, summary.failed) == (2, 0)
+    local = run_batch([str(src)], str(tmp_path / "local"), Predictor("u2netp", batch_size=2), options=options,
+                      progress=False)
+    assert local.ok == 2
+    for photo in fashion[:2]:
+        name = "sub/" + os.path.basename(photo).rsplit(".", 1)[0] + ".png"
+        spark, mine = (Image.open(tmp_path / folder / name) for folder in ("spark", "local"))
+        assert spark.mode == "RGB" and np.array_equal(np.asarray(spark), np.asarray(mine))  # one pipeline, both engines

@@ -338,3 +338,47 @@ def test_two_photos_with_the_same_output_name_are_not_overwritten(fashion_photo,
     assert result.exit_code == 1 and "1 written" in result.output
     assert "two/a.jpg: output name" in result.output and "already used by" in result.output
     assert Image.open(tmp_path / "o" / "a.png").size == (60, 90)  # the first photo's, kept
+
+
+def test_edge_and_shadow_options_change_the_output(fashion_photo, tmp_path):
+    fashion_photo.save(tmp_path / "p.png")
+    runner = CliRunner()
+
+    def remove(name: str, *options: str) -> np.ndarray:
+        args = ["remove", str(tmp_path / "p.png"), "--out", str(tmp_path / name), *options]
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        return np.asarray(Image.open(tmp_path / name / "p.png"), np.int16)
+
+    default, raw = remove("default", "--mask"), remove("raw", "--mask", "--no-clean")
+    assert np.array_equal(default > 127, raw > 127)  # the default clean-up keeps the outline ...
+    assert np.count_nonzero((default > 0) & (default < 255)) < np.count_nonzero((raw > 0) & (raw < 255))  # ... narrower
+    matted = remove("matted", "--mask", "--refine", "matting", "-af", "230", "-ab", "20", "-ae", "4")
+    assert not np.array_equal(matted, default)
+    white = remove("white", "--bg-color", "white")
+    clean = remove("clean", "--bg-color", "white", "-dc")
+    soft = (default > 0) & (default < 255)
+    assert np.abs(clean - white)[soft].mean() > 1 and np.array_equal(clean[~soft], white[~soft])
+    shaded = remove("shadow", "--bg-color", "white", "--shadow", "drop", "--shadow-opacity", "0.9",
+                    "--shadow-blur", "0.01", "--shadow-offset", "0.05,0.05")
+    assert np.count_nonzero(shaded.sum(axis=-1) < white.sum(axis=-1) - 30) > 500
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--shadow-opacity", "0.3"], "--shadow-opacity tunes a shadow: add --shadow contact or --shadow drop"),
+    (["--mask", "--shadow", "contact"], "a shadow needs a cutout"),
+    (["--no-clean", "--fill-holes"], "fill_holes is a clean-up step"),
+    (["--shadow", "drop", "--shadow-offset", "down"], "right, down"),
+    (["-af", "300"], "0<=x<=255"),
+])
+def test_bad_edge_options_fail_before_any_work(fashion_photo, tmp_path, options, message):
+    fashion_photo.save(tmp_path / "p.png")
+    result = CliRunner().invoke(cli, ["remove", str(tmp_path / "p.png"), "--out", str(tmp_path / "o"), *options])
+    assert result.exit_code != 0 and message in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_pymatting_names_the_matting_extra():
+    from clearbg.cli import missing_extra
+
+    assert missing_extra(ImportError("no pymatting", name="pymatting")) == "pip install 'clearbg[matting]'"

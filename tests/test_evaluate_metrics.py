@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clearbg.errors import ClearbgError
-from clearbg.evaluate.image_metrics import METRIC_KEYS, boundary, image_metrics, min_region_area
+from clearbg.evaluate.image_metrics import METRIC_KEYS, boundary, ghost, halo, image_metrics, min_region_area
 from clearbg.evaluate.metrics import EMPTY_SCORE, confusion_counts
 from clearbg.evaluate.run import GROUP_COLUMN, Evaluation, aggregate, parse_data_arg
 
@@ -104,6 +104,36 @@ def test_metric_arguments_are_checked():
         image_metrics(np.zeros((4, 4)), np.zeros((4, 5), bool))
     with pytest.raises(ValueError, match="boundary_tolerance"):
         image_metrics(np.zeros((4, 4)), np.zeros((4, 4), bool), boundary_tolerance=-1)
+
+
+def test_ghost_is_alpha_outside_the_truth_over_the_product_area():
+    truth = np.zeros((10, 10), bool)
+    truth[:4] = True  # 40 product pixels
+    alpha = truth.astype(float)
+    assert ghost(alpha, truth) == 0.0
+    alpha[6, :5] = 0.4  # 2 pixels' worth of faint background
+    alpha[9, 9] = 1.0   # and 1 opaque pixel of it
+    assert ghost(alpha, truth) == pytest.approx(3 / 40)
+    assert ghost((alpha * 255).round().astype(np.uint8), truth) == pytest.approx(3 / 40, abs=1e-3)
+    assert ghost(np.zeros((3, 3)), np.zeros((3, 3), bool)) == 0.0  # empty and empty: nothing shown
+
+
+def test_halo_sees_the_old_background_in_the_edge_and_not_a_clean_colour():
+    photo = np.zeros((20, 20, 3), np.uint8)
+    photo[:, :10] = (200, 30, 30)  # red product | blue background
+    photo[:, 10:] = (20, 40, 220)
+    photo[:, 10] = (110, 35, 125)   # one column where the camera blended them
+    truth = np.zeros((20, 20), bool)
+    truth[:, :10] = True
+    alpha = truth.astype(float)
+    alpha[:, 10] = 0.5
+    fringe = halo(photo, photo, alpha, truth)  # the blended colour kept at alpha 0.5: purple on white
+    clean = photo.copy()
+    clean[:, 10] = (200, 30, 30)               # decontaminated: the product's own red at alpha 0.5
+    assert halo(photo, clean, alpha, truth) == pytest.approx(0.0, abs=1e-6)
+    assert fringe > 3  # one column of seven in the band: Delta E ~33 there
+    assert halo(photo, photo, alpha, truth, (0, 0, 0)) > 3  # on black too
+    assert np.isnan(halo(photo, photo, alpha, np.zeros((20, 20), bool)))  # no product: nothing to compare
 
 
 def test_aggregate_means_medians_shares_and_pooled_iou():

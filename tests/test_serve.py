@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clearbg.inference.compose import alpha_from_prob
+from clearbg.inference.edges import EdgeOptions, finish_edges
 from clearbg.inference.predictor import Predictor
 from clearbg.quality.gate import Scorer
 
@@ -148,9 +148,13 @@ def test_docs_render_in_chromium_without_any_outside_request(chromium, server, t
     assert requested and all(url.startswith(server + "/") for url in requested), requested
 
 
+def _library_alpha(photo: Image.Image, prob: np.ndarray, **options) -> np.ndarray:
+    return np.asarray(finish_edges(photo, prob, EdgeOptions(**options))[1])
+
+
 def test_cutout_equals_library_result_with_confidence(server, photos):
-    """The server is a shell over Predictor + compose: same alpha, same confidence score (the model's
-    calibrated score on the cheap signals: no flipped pass without a review threshold)."""
+    """The server is a shell over Predictor + the edge pipeline: same alpha, same confidence score (the
+    model's calibrated score on the cheap signals: no flipped pass without a review threshold)."""
     response = _post(server, photos[0])
     cutout = _image(response)
     photo = Image.open(io.BytesIO(photos[0]))
@@ -158,7 +162,7 @@ def test_cutout_equals_library_result_with_confidence(server, photos):
     assert response.headers["content-type"] == "image/png"
     assert (response.headers["x-width"], response.headers["x-height"]) == (str(photo.width), str(photo.height))
     [prediction] = Predictor("u2netp").predict_detailed([photo.convert("RGB")])
-    np.testing.assert_array_equal(np.asarray(cutout.getchannel("A")), np.asarray(alpha_from_prob(prediction.prob)))
+    np.testing.assert_array_equal(np.asarray(cutout.getchannel("A")), _library_alpha(photo, prediction.prob))
     assert float(response.headers["x-confidence"]) == pytest.approx(Scorer.for_model("u2netp").score(prediction),
                                                                     abs=1e-4)
     assert "x-review" not in response.headers  # no review threshold on this server
@@ -175,7 +179,7 @@ def test_onnxruntime_engine_serves_the_same_cutout(tmp_path, photos):
     alpha = np.asarray(_image(response).getchannel("A"))
     photo = Image.open(io.BytesIO(photos[0])).convert("RGB")
     [prediction] = Predictor("u2netp", engine="onnxruntime").predict_detailed([photo])
-    np.testing.assert_array_equal(alpha, np.asarray(alpha_from_prob(prediction.prob)))  # ONNX Runtime fp32 inside
+    np.testing.assert_array_equal(alpha, _library_alpha(photo, prediction.prob))  # ONNX Runtime fp32 inside
     assert prediction.sides is None  # an ONNX export has the fused map only: the score uses the other signals
     assert float(response.headers["x-confidence"]) == pytest.approx(Scorer.for_model("u2netp").score(prediction),
                                                                     abs=1e-4)
@@ -210,6 +214,36 @@ def test_removebg_options(server, photos, full_photo):
     b64 = httpx.post(server + "/v1.0/removebg", data={"image_file_b64": base64.b64encode(photos[1]).decode(),
                                                       "channels": "alpha"}, timeout=60)
     np.testing.assert_array_equal(np.asarray(_image(b64)), base)
+
+
+def test_edge_and_shadow_options_match_the_library(server, photos):
+    photo = Image.open(io.BytesIO(photos[3])).convert("RGB")
+    prob = Predictor("u2netp").predict([photo])[0]
+    for fields, options in (({"clean": "false"}, dict(clean=False)),
+                            ({"refine": "guided", "drop_fragments": "true"}, dict(refine="guided", drop_fragments=True)),
+                            ({"refine": "matting", "alpha_matting_erode_size": "5"}, dict(refine="matting", erode_size=5))):
+        mask = _image(_post(server, photos[3], channels="alpha", **fields))
+        np.testing.assert_array_equal(np.asarray(mask), _library_alpha(photo, prob, **options))
+
+    plain = np.asarray(_image(_post(server, photos[3], bg_color="white", format="png")), np.int16)
+    clean = np.asarray(_image(_post(server, photos[3], bg_color="white", format="png", decontaminate="true")), np.int16)
+    edge = (_library_alpha(photo, prob) > 0) & (_library_alpha(photo, prob) < 255)
+    assert np.abs(clean - plain)[edge].mean() > 1 and (clean == plain)[~edge].all()  # only the soft edge changes
+
+    shaded = np.asarray(_image(_post(server, photos[3], bg_color="white", format="png", add_shadow="true",
+                                     shadow_type="drop", shadow_opacity="80")))
+    assert (shaded.sum(axis=-1) < plain.sum(axis=-1)).sum() > 100  # darker pixels beside the product
+    ys, xs = np.nonzero(_library_alpha(photo, prob) < 128)
+    shade = _image(_post(server, photos[3], "/v1/remove", shadow="drop"))
+    assert np.asarray(shade.getchannel("A"))[ys, xs].max() > 0  # semi-transparent shadow on a cutout
+
+    assert "refine" in _error(_post(server, photos[3], refine="sharp"), 400, "invalid_parameter")
+    assert "shadow_opacity" in _error(_post(server, photos[3], add_shadow="true", shadow_opacity="150"), 400,
+                                      "invalid_parameter")
+    assert "channels=rgba" in _error(_post(server, photos[3], add_shadow="true", channels="alpha"), 400,
+                                     "invalid_parameter")
+    assert "clean-up step" in _error(_post(server, photos[3], clean="false", fill_holes="true"), 400,
+                                     "invalid_parameter")
 
 
 def test_plain_remove_endpoint(server, photos):

@@ -207,3 +207,42 @@ def test_int8_export_runs_in_the_browser(chromium, tiny_pairs, tmp_path):
     browser_mask = np.array(last["mask"], dtype=np.float32).reshape(size, size)
     browser_input = np.array(last["input"], dtype=np.uint8).reshape(size, size, 3)
     assert _iou(browser_mask, _python_ort_mask(int8, browser_input, meta)) >= 0.99
+
+
+_ALPHA_JS = """() => {
+    const c = document.getElementById('on-checker');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let s = '';
+    for (let i = 3; i < d.length; i += 4) s += String.fromCharCode(d[i]);
+    return btoa(s);
+}"""
+
+
+def test_page_cleans_edges_by_default_and_adds_a_shadow_on_request(chromium, site_url, tiny_pairs):
+    photo_path = next(row["image"] for row in tiny_pairs if row["domain"] == "fashion")
+    page = chromium.new_page(viewport={"width": 1100, "height": 900})
+    try:
+        page.goto(site_url)
+        page.wait_for_function("document.body.dataset.state === 'ready'", timeout=20_000)
+        page.set_input_files("#file", photo_path)
+        page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=20_000)
+        assert page.get_attribute("body", "data-state") == "done", page.inner_text("#status")
+
+        def alpha() -> np.ndarray:
+            return np.frombuffer(base64.b64decode(page.evaluate(_ALPHA_JS)), np.uint8)
+
+        cleaned = alpha()
+        page.uncheck("#clean")
+        raw = alpha()
+        page.check("#clean")
+        page.check("#shadow")
+        shaded = alpha()
+    finally:
+        page.close()
+
+    def soft(a: np.ndarray) -> int:
+        return int(np.count_nonzero((a > 0) & (a < 255)))
+
+    assert soft(cleaned) < 0.7 * soft(raw)  # a narrower soft edge, no haze far from it ...
+    assert np.mean((cleaned > 127) == (raw > 127)) > 0.999  # ... around the same outline
+    assert np.count_nonzero(shaded) > np.count_nonzero(cleaned) + 1000  # the shadow beside the product

@@ -69,10 +69,10 @@ def cli() -> None:
 
 # Optional third-party module -> the extra that installs it (pyproject.toml).
 EXTRAS = {
-    "pandas": "data", "pyarrow": "data", "sklearn": "data", "scipy": "data", "yaml": "data",
+    "pandas": "data", "pyarrow": "data", "sklearn": "data", "yaml": "data",
     "mlflow": "train", "optuna": "train", "tensorboard": "train", "matplotlib": "eval",
     "fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "starlette": "serve",
-    "pyspark": "spark", "s3fs": "s3", "psycopg": "postgres",
+    "pyspark": "spark", "s3fs": "s3", "psycopg": "postgres", "pymatting": "matting", "numba": "matting",
 }
 
 

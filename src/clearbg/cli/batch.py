@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from clearbg.cli.options import OutputFormat, review_options, review_settings
+from clearbg.cli.options import OutputFormat, edge_options, edge_settings, review_options, review_settings
 from clearbg.errors import ClearbgError, printable
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
 
@@ -31,8 +31,9 @@ SHOW_FAILURES = 20
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
 @review_options
+@edge_options
 def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, workers, retry_failed, engine, partitions, device, max_pixels,
-                  review_below, review_share, queue_url, queue_images):
+                  review_below, review_share, queue_url, queue_images, **edges):
     """Remove backgrounds of every photo under SRC, resumably, with a results table.
 
     Finished photos are journaled in DST/.batch/, so rerunning the same command after a crash
@@ -52,6 +53,7 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
       clearbg batch photos/ --out cutouts/ --retry-failed
       clearbg batch s3://studio/raw/ --out s3://studio/cut/ --engine spark --partitions 64
       clearbg batch photos/ --out cutouts/ --review-share 0.1 --queue postgresql://clearbg@db/review --queue-images s3://studio/review/
+      clearbg batch photos/ --out web/ --bg-color white --format jpg --decontaminate --shadow contact
     """
     from clearbg.removal.api import make_options
     from clearbg.batch import run_batch
@@ -61,7 +63,7 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
     if fmt == "jpg" and bg_color is None and not mask_only:
         bg_color = "#ffffff"  # JPEG has no alpha
     try:
-        options = make_options(mask_only=mask_only, bg_color=bg_color)
+        options = make_options(mask_only=mask_only, bg_color=bg_color, **edge_settings(edges))
         review = review_settings(review_below, review_share, queue_url, queue_images)
         common = dict(options=options, fmt=fmt, workers=max(1, workers), retry_failed=retry_failed, max_pixels=max_pixels,
                       review=review)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from clearbg.cli.options import OutputFormat, review_options, review_settings
+from clearbg.cli.options import OutputFormat, edge_options, edge_settings, review_options, review_settings
 from clearbg.errors import ClearbgError, printable
 from clearbg.inference.predictor import ENGINES, PRECISIONS
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
@@ -32,8 +32,9 @@ from clearbg.models.specs import DEFAULT_MODEL, model_choices
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
 @click.option("--skip-existing", is_flag=True, help="Leave photos whose output already exists (resume).")
 @review_options
+@edge_options
 def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, canvas, margin, batch_size, precision, engine, device, max_pixels, skip_existing,
-                   review_below, review_share, queue_url, queue_images):
+                   review_below, review_share, queue_url, queue_images, **edges):
     """Remove the background of every photo in INPUT (files, folders, s3:// prefixes).
 
     \b
@@ -42,6 +43,8 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
       clearbg remove shoot.jpg --out web/ --bg-color '#ffffff' --format jpg
       clearbg remove s3://studio/raw/ --out s3://studio/masks/ --mask
       clearbg remove photos/ --out cutouts/ --review-share 0.1    # the doubtful 10 % to review/queue.db
+      clearbg remove shoot/ --out shop/ --canvas 1000 --bg-color white --shadow contact -dc
+      clearbg remove shoot/ --out shop/ --refine matting -ae 5
     """
     from clearbg.removal.api import make_options
     from clearbg.removal.pipeline import remove_files
@@ -53,7 +56,8 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
         bg_color = "#ffffff"  # JPEG has no alpha: a white background is what shops expect
     try:
         options = make_options(
-            mask_only=mask_only, bg_color=bg_color, canvas=Canvas.parse(canvas, margin) if canvas else None
+            mask_only=mask_only, bg_color=bg_color, canvas=Canvas.parse(canvas, margin) if canvas else None,
+            **edge_settings(edges),
         )
         predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size, engine=engine)
         review = review_settings(review_below, review_share, queue_url, queue_images)

@@ -21,6 +21,18 @@ exactly), then the ratios. The keys of :func:`image_metrics`:
   glance, the same share of the photo at any resolution).
 * ``fg_fraction``: the truth's foreground share.
 
+Two scores of a finished cutout (alpha and colours, not a thresholded map), for edge work
+(README "Edges"; they are not in :data:`METRIC_KEYS`, which scores a model's map):
+
+* :func:`ghost`: the alpha mass outside the true mask, as a share of the product's area:
+  semi-transparent remnants of the background (a passer-by's arm, the pavement at the feet)
+  and the part of a soft edge that spills outside. 0 is none; 0.05 is 5 % of the product's
+  area in faint background.
+* :func:`halo`: how far the colours of the edge band, composited on a new background, are
+  from what they would be if every edge pixel had the product's own colour (its nearest
+  interior pixel) with the same alpha: the fringe of the old background a viewer sees, as a
+  mean CIELAB Delta E 1976 (about 2.3 is just noticeable).
+
 The empty-mask rule (one for every ratio, consistent with ``metrics.EMPTY_SCORE``): a ratio
 whose denominator is 0 scores ``EMPTY_SCORE`` (1.0) when truth and prediction are both empty
 (nothing to find, nothing found: a perfect answer) and 0.0 otherwise (e.g. the precision of an
@@ -43,7 +55,7 @@ from scipy import ndimage
 
 from clearbg.evaluate.metrics import EMPTY_SCORE, dice_from_counts, iou_from_counts
 
-__all__ = ["METRIC_KEYS", "boundary", "image_metrics", "min_region_area"]
+__all__ = ["METRIC_KEYS", "boundary", "ghost", "halo", "image_metrics", "min_region_area"]
 
 # Every key image_metrics returns, in the order tables show them.
 METRIC_KEYS = (
@@ -205,3 +217,90 @@ def image_metrics(
         "fn": float(fn),
         "tn": float(tn),
     }
+
+
+def ghost(alpha: np.ndarray, truth: np.ndarray) -> float:
+    """Alpha mass outside the true mask, as a share of the product's area.
+
+    Args:
+        alpha: (H, W) float alpha, 0..1 (or uint8 0..255, scaled).
+        truth: (H, W) bool truth.
+
+    Returns:
+        sum(alpha outside truth) / truth area; with an empty truth, the alpha mass over the
+        photo's area (0.0 when alpha is empty too: nothing to find, nothing shown).
+
+    Example:
+        >>> truth = np.zeros((4, 4), bool); truth[:2] = True   # 8 product pixels
+        >>> alpha = truth.astype(float); alpha[3, :2] = 0.5    # 1 pixel's worth of haze
+        >>> ghost(alpha, truth)
+        0.125
+    """
+    alpha, truth = _alpha(alpha), np.asarray(truth).astype(bool, copy=False)
+    if alpha.shape != truth.shape or alpha.ndim != 2:
+        raise ValueError(f"alpha {alpha.shape} and truth {truth.shape} must be the same (H, W) shape")
+    outside = float(alpha[~truth].sum())
+    area = int(np.count_nonzero(truth))
+    return outside / (area if area else truth.size)
+
+
+def halo(photo: np.ndarray, colours: np.ndarray, alpha: np.ndarray, truth: np.ndarray,
+         background: tuple[int, int, int] = (255, 255, 255), *, band: int = 3) -> float:
+    """Colour error of the composited edge band against the product's own colour.
+
+    Every pixel within ``band`` px of the true outline (either side) is composited on
+    ``background`` twice with the output's alpha: once with the output's colours, once with
+    the colour of the nearest product pixel at least ``band + 2`` px inside the truth (the
+    product's interior colour there). The score is the mean CIELAB Delta E 1976 between the
+    two. A cutout that keeps the old background's colour in its soft edge, or an opaque rim of
+    background, scores high; alpha itself only weighs the difference.
+
+    Args:
+        photo: (H, W, 3) uint8 RGB photo (the interior colours come from it).
+        colours: (H, W, 3) uint8 RGB colours of the output (the photo itself for a plain cutout).
+        alpha: (H, W) alpha of the output, float 0..1 or uint8.
+        truth: (H, W) bool truth.
+        background: RGB the cutout is shown on.
+        band: half-width of the edge band in pixels.
+
+    Returns:
+        Mean Delta E over the band; NaN when the truth has no interior (nothing to compare with).
+
+    Example:
+        >>> photo = np.zeros((9, 9, 3), np.uint8); photo[:, :5] = (200, 0, 0)  # red | black
+        >>> truth = np.zeros((9, 9), bool); truth[:, :5] = True
+        >>> alpha = truth.astype(float); alpha[:, 5] = 1.0      # one opaque column of background
+        >>> halo(photo, photo, alpha, truth, band=1) > halo(photo, photo, truth.astype(float), truth, band=1)
+        True
+    """
+    alpha, truth = _alpha(alpha), np.asarray(truth).astype(bool, copy=False)
+    if photo.shape[:2] != truth.shape or colours.shape != photo.shape or alpha.shape != truth.shape:
+        raise ValueError(f"photo {photo.shape}, colours {colours.shape}, alpha {alpha.shape} and truth "
+                         f"{truth.shape} must share (H, W)")
+    interior = ndimage.distance_transform_edt(truth) > band + 2
+    if not interior.any():
+        return float("nan")
+    near = _near(boundary(truth), (slice(None), slice(None)), band)
+    _, (rows, cols) = ndimage.distance_transform_edt(~interior, return_indices=True)
+    a = alpha[near][:, None]
+    bg = np.asarray(background, np.float64) / 255.0
+    shown = a * colours[near] / 255.0 + (1.0 - a) * bg
+    wanted = a * photo[rows[near], cols[near]] / 255.0 + (1.0 - a) * bg
+    return float(np.linalg.norm(_lab(shown) - _lab(wanted), axis=-1).mean())
+
+
+def _alpha(alpha: np.ndarray) -> np.ndarray:
+    alpha = np.asarray(alpha)
+    return alpha / 255.0 if alpha.dtype == np.uint8 else alpha.astype(np.float64, copy=False)
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB (0..1, ... x 3) -> CIELAB (D65)."""
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _SRGB_TO_XYZ.T / _D65
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+_SRGB_TO_XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+_D65 = np.array([0.95047, 1.0, 1.08883])

@@ -1,4 +1,8 @@
-"""From a probability map to what a web shop publishes: cutout, mask, solid background, canvas."""
+"""From a probability map to what a web shop publishes: cutout, mask, solid background, canvas.
+
+The edge itself (clean-up, refinement, decontamination) is ``clearbg.inference.edges``; the
+optional shadow under the product is ``clearbg.inference.shadow``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import numpy as np
 from PIL import Image
 
 from clearbg.errors import shown
+from clearbg.inference.edges import EdgeOptions, finish_edges
+from clearbg.inference.shadow import Shadow, shadow_alpha
 
 
 Color = tuple[int, int, int] | tuple[int, int, int, int]
@@ -32,11 +38,6 @@ def parse_color(text: str) -> Color:
     return values  # type: ignore[return-value]
 
 
-def alpha_from_prob(prob: np.ndarray) -> Image.Image:
-    """Probability (0..1 float) -> 8-bit mask image (mode L, 0 = background, 255 = product)."""
-    return Image.fromarray(np.round(prob * 255.0).astype(np.uint8), mode="L")
-
-
 def cutout(image: Image.Image, alpha: Image.Image) -> Image.Image:
     """RGBA at full resolution: the photo's own colours with the mask as alpha.
 
@@ -51,11 +52,21 @@ def cutout(image: Image.Image, alpha: Image.Image) -> Image.Image:
     return rgba
 
 
-def on_color(image: Image.Image, alpha: Image.Image, color: Color) -> Image.Image:
-    """Composite the cutout over a solid colour: RGB, or RGBA if the colour has alpha."""
+def on_color(image: Image.Image, alpha: Image.Image, color: Color, shadow: Shadow | None = None) -> Image.Image:
+    """Composite the cutout over a solid colour (and its shadow): RGB, or RGBA if the colour
+    has alpha (``(0, 0, 0, 0)``: a transparent cutout that keeps the shadow)."""
     background = Image.new("RGBA", image.size, color if len(color) == 4 else (*color, 255))
+    if shadow is not None:
+        background.alpha_composite(_shade(alpha, shadow))
     composed = Image.alpha_composite(background, cutout(image, alpha))
     return composed if len(color) == 4 else composed.convert("RGB")
+
+
+def _shade(alpha: Image.Image, shadow: Shadow) -> Image.Image:
+    """The shadow of the product in ``alpha`` as a black RGBA layer."""
+    layer = Image.new("RGBA", alpha.size, (0, 0, 0, 0))
+    layer.putalpha(shadow_alpha(alpha, shadow))
+    return layer
 
 
 @dataclass(frozen=True)
@@ -82,8 +93,10 @@ class Canvas:
         except ValueError:
             raise ValueError(f"canvas size must look like 1000x1200 or 1000, got {shown(text)}") from None
 
-    def place(self, image: Image.Image, alpha: Image.Image, color: Color | None = None) -> Image.Image:
-        """Crop the product to its bounding box, scale it to fit inside the margins, centre it."""
+    def place(self, image: Image.Image, alpha: Image.Image, color: Color | None = None,
+              shadow: Shadow | None = None) -> Image.Image:
+        """Crop the product to its bounding box, scale it to fit inside the margins, centre it
+        (over its shadow, cast on the canvas so it may reach into the margin)."""
         box = alpha.point(lambda v: 255 if v >= self.threshold else 0).getbbox() or (0, 0, *image.size)
         product = cutout(image, alpha).crop(box)
         room_w = max(1, round(self.width * (1 - 2 * self.margin)))
@@ -93,7 +106,12 @@ class Canvas:
         product = product.resize(size, Image.Resampling.LANCZOS)
         fill = (0, 0, 0, 0) if color is None else (color if len(color) == 4 else (*color, 255))
         canvas = Image.new("RGBA", (self.width, self.height), fill)
-        canvas.alpha_composite(product, ((self.width - size[0]) // 2, (self.height - size[1]) // 2))
+        where = ((self.width - size[0]) // 2, (self.height - size[1]) // 2)
+        if shadow is not None:
+            placed = Image.new("L", canvas.size, 0)
+            placed.paste(product.getchannel("A"), where)
+            canvas.alpha_composite(_shade(placed, shadow))
+        canvas.alpha_composite(product, where)
         return canvas if color is None or len(color) == 4 else canvas.convert("RGB")
 
 
@@ -105,20 +123,31 @@ class OutputOptions:
         mask_only: write the 8-bit mask (mode L) instead of a cutout.
         bg_color: solid background behind the product (None = transparent).
         canvas: place the product on a uniform canvas (None = keep the photo's frame).
+        edges: clean-up, refinement and colour decontamination of the edge (``EdgeOptions``).
+        shadow: a shadow under the product (None = none); on a transparent cutout it is
+            semi-transparent black. Not with ``mask_only``.
     """
 
     mask_only: bool = False
     bg_color: Color | None = None
     canvas: Canvas | None = None
+    edges: EdgeOptions = EdgeOptions()
+    shadow: Shadow | None = None
+
+    def __post_init__(self) -> None:
+        if self.mask_only and self.shadow is not None:
+            raise ValueError("a shadow needs a cutout, not a mask: leave out the shadow or the mask option")
 
 
 def compose(image: Image.Image, prob: np.ndarray, options: OutputOptions = OutputOptions()) -> Image.Image:
     """The output image for one photo and its probability map."""
-    alpha = alpha_from_prob(prob)
+    colours, alpha = finish_edges(image, prob, options.edges)
     if options.mask_only:
         return alpha
     if options.canvas is not None:
-        return options.canvas.place(image, alpha, options.bg_color)
+        return options.canvas.place(colours, alpha, options.bg_color, options.shadow)
     if options.bg_color is not None:
-        return on_color(image, alpha, options.bg_color)
-    return cutout(image, alpha)
+        return on_color(colours, alpha, options.bg_color, options.shadow)
+    if options.shadow is not None:
+        return on_color(colours, alpha, (0, 0, 0, 0), options.shadow)
+    return cutout(colours, alpha)

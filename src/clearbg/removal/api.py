@@ -16,6 +16,8 @@ from PIL import Image
 from clearbg import imageio
 from clearbg.removal.pipeline import output_size
 from clearbg.inference.compose import Canvas, Color, OutputOptions, compose, parse_color
+from clearbg.inference.edges import EdgeOptions
+from clearbg.inference.shadow import Shadow
 from clearbg.inference.predictor import Predictor
 from clearbg.models.specs import DEFAULT_MODEL
 
@@ -34,6 +36,8 @@ class Remover:
         >>> remover = Remover("u2netp")                                    # doctest: +SKIP
         >>> cutouts = remover.remove_many(["a.jpg", "b.jpg"])              # doctest: +SKIP
         >>> remover.remove("a.jpg", bg_color="#ffffff").save("a_white.jpg")  # doctest: +SKIP
+        >>> remover.remove("a.jpg", refine="matting", decontaminate=True, shadow="contact",
+        ...                canvas="1000x1000", bg_color="white")                 # doctest: +SKIP
     """
 
     def __init__(
@@ -56,15 +60,16 @@ class Remover:
         self,
         images: Sequence[ImageLike],
         *,
-        mask_only: bool = False,
-        bg_color: str | Color | None = None,
-        canvas: str | Canvas | None = None,
         format: str = "png",
         quality: int = 95,
         out: str | Path | Sequence[str | Path] | None = None,
+        **options: Any,
     ) -> list:
-        """Remove backgrounds of several photos in one batch; results in input order."""
-        options = make_options(mask_only=mask_only, bg_color=bg_color, canvas=canvas)
+        """Remove backgrounds of several photos in one batch; results in input order.
+
+        ``options`` are ``make_options``'s (mask_only, bg_color, canvas, clean, refine, ...).
+        """
+        options = make_options(**options)
         outs = [out] if isinstance(out, (str, Path)) else list(out or [None] * len(images))
         if self.predictor.device.type == "cpu":
             # One photo per core, every stage: decode, network, compose, encode.
@@ -104,12 +109,36 @@ class Remover:
 
 
 def make_options(
-    *, mask_only: bool = False, bg_color: str | Color | None = None, canvas: str | Canvas | None = None
+    *,
+    mask_only: bool = False,
+    bg_color: str | Color | None = None,
+    canvas: str | Canvas | None = None,
+    clean: bool = True,
+    drop_fragments: bool = False,
+    fill_holes: bool = False,
+    refine: str = "off",
+    alpha_matting_foreground_threshold: int = 240,
+    alpha_matting_background_threshold: int = 10,
+    alpha_matting_erode_size: int = 10,
+    decontaminate: bool = False,
+    shadow: str | Shadow | None = None,
 ) -> OutputOptions:
-    """Build ``OutputOptions`` from user-facing values (hex colours, ``"1000x1000"``)."""
+    """Build ``OutputOptions`` from user-facing values (hex colours, ``"1000x1000"``, ``"drop"``).
+
+    The edge options are ``EdgeOptions``'s, the trimap's under rembg's names; ``shadow`` is a
+    kind (``"contact"``, ``"drop"``) with default parameters or a ``Shadow``.
+
+    Raises:
+        ValueError: a value we do not accept (the message names it).
+        ImportError: ``refine="matting"`` or ``decontaminate`` without the ``matting`` extra.
+    """
     color = parse_color(bg_color) if isinstance(bg_color, str) else bg_color
     shop = Canvas.parse(canvas) if isinstance(canvas, str) else canvas
-    return OutputOptions(mask_only=mask_only, bg_color=color, canvas=shop)
+    edges = EdgeOptions(clean=clean, drop_fragments=drop_fragments, fill_holes=fill_holes, refine=refine, foreground_threshold=alpha_matting_foreground_threshold,
+                        background_threshold=alpha_matting_background_threshold,
+                        erode_size=alpha_matting_erode_size, decontaminate=decontaminate)
+    cast = Shadow(shadow) if isinstance(shadow, str) else shadow
+    return OutputOptions(mask_only=mask_only, bg_color=color, canvas=shop, edges=edges, shadow=cast)
 
 
 @functools.lru_cache(maxsize=4)
@@ -124,6 +153,15 @@ def remove(
     mask_only: bool = False,
     bg_color: str | Color | None = None,
     canvas: str | Canvas | None = None,
+    clean: bool = True,
+    drop_fragments: bool = False,
+    fill_holes: bool = False,
+    refine: str = "off",
+    alpha_matting_foreground_threshold: int = 240,
+    alpha_matting_background_threshold: int = 10,
+    alpha_matting_erode_size: int = 10,
+    decontaminate: bool = False,
+    shadow: str | Shadow | None = None,
     format: str = "png",
     quality: int = 95,
     out: str | Path | None = None,
@@ -139,6 +177,20 @@ def remove(
         mask_only: return the 8-bit mask (0 = background, 255 = product) instead of a cutout.
         bg_color: put the product on a solid colour (``"#ffffff"``) instead of transparency.
         canvas: centre the product on a uniform canvas, e.g. ``"1000x1000"`` or a ``Canvas``.
+        clean: harden near-certain regions and keep a narrow soft band at the edge, so no haze
+            of the background stays (on by default; ``False`` gives the model's raw map).
+        drop_fragments: with ``clean``, also drop separate parts far smaller than the product
+            (strangers, smudges); off by default (README "Edges" says why).
+        fill_holes: with ``clean``, also fill pin holes; off by default.
+        refine: redraw the edge at full resolution: ``"off"``, ``"guided"`` (guided filter by
+            the photo) or ``"matting"`` (closed-form alpha matting; the ``matting`` extra).
+        alpha_matting_foreground_threshold, alpha_matting_background_threshold,
+            alpha_matting_erode_size: the trimap of ``refine="matting"``, as in rembg.
+        decontaminate: estimate the product's own colours in the soft edge, so no halo of the
+            old background shows on ``bg_color`` (the ``matting`` extra).
+        shadow: ``"contact"`` or ``"drop"`` (or a ``Shadow`` with its opacity, blur and
+            offset): a soft shadow under the product, on ``bg_color``/``canvas`` outputs or
+            semi-transparent on a cutout.
         format, quality: encoding for bytes results and for ``out`` (png, jpg, webp).
         out: write the result there (atomically) and return its path.
         remover: a ``Remover`` to use instead of the shared one.
@@ -148,6 +200,8 @@ def remove(
         or L mask). A path gives a PIL image, or the written path when ``out`` is set.
 
     Raises:
+        ValueError: an option we do not accept (the message names it).
+        ImportError: ``refine="matting"`` or ``decontaminate`` without the ``matting`` extra.
         ImageError: the photo cannot be decoded (the message names it and says why).
         ImageTooLarge: more pixels than the limit.
         OutputTooLarge: the result is larger than ``format`` can store (WebP 16383 px a side,
@@ -160,7 +214,12 @@ def remove(
     """
     remover = remover or _shared_remover(str(model), precision)
     return remover.remove(
-        image, mask_only=mask_only, bg_color=bg_color, canvas=canvas, format=format, quality=quality, out=out
+        image, mask_only=mask_only, bg_color=bg_color, canvas=canvas, clean=clean,
+        drop_fragments=drop_fragments, fill_holes=fill_holes, refine=refine,
+        alpha_matting_foreground_threshold=alpha_matting_foreground_threshold,
+        alpha_matting_background_threshold=alpha_matting_background_threshold,
+        alpha_matting_erode_size=alpha_matting_erode_size, decontaminate=decontaminate, shadow=shadow,
+        format=format, quality=quality, out=out,
     )
 
 

@@ -4,8 +4,12 @@ Endpoints:
     ``POST /v1.0/removebg``  remove.bg-compatible (``image_file``, ``image_file_b64`` or
                              ``image_url`` when enabled,
                              ``size``, ``type``, ``format``, ``crop``, ``crop_margin``,
-                             ``bg_color``, ``channels``).
-    ``POST /v1/remove``      plain: ``file`` in, PNG cutout (or mask / colour) out.
+                             ``bg_color``, ``channels``, ``add_shadow``, ``shadow_type``,
+                             ``shadow_opacity``), plus the edge options below.
+    ``POST /v1/remove``      plain: ``file`` in, PNG cutout (or mask / colour) out; ``shadow``.
+    Both take ``clean``, ``drop_fragments``, ``fill_holes``, ``refine`` (off, guided, matting),
+    ``alpha_matting_foreground_threshold``, ``alpha_matting_background_threshold``,
+    ``alpha_matting_erode_size`` (rembg's names) and ``decontaminate``.
     ``GET /healthz``         the process is up.       ``GET /readyz``  the model is loaded.
     ``GET /metrics``         JSON counters (requests, batches, largest batch, in flight).
     ``GET /docs``            this page (Swagger UI, served by the server itself); ``/openapi.json``.
@@ -19,7 +23,8 @@ shared the model call). Errors are JSON in remove.bg's
 shape ``{"errors": [{"title": ..., "code": ...}]}`` with 400 (bad image or parameter),
 403 (API key), 408 (the upload did not arrive within the timeout), 413 (body or pixels over the limit),
 415 (not an image format we decode), 422 (the result is too large for the output format: WebP
-16383 px a side, JPEG 65500),
+16383 px a side, JPEG 65500), 501 (``refine=matting`` or ``decontaminate`` on a server without
+the ``matting`` extra),
 503 (busy, model not loaded yet, or the review queue could not take a photo under the review
 threshold: ``review_unavailable``) or 504 (over the time limit).
 
@@ -68,13 +73,21 @@ _log = logging.getLogger(__name__)
 
 _CODES = {400: "invalid_request", 403: "auth_failed", 404: "not_found", 405: "method_not_allowed",
           408: "request_timeout", 413: "file_too_large", 415: "unsupported_media_type", 422: "output_too_large",
-          503: "server_busy", 504: "timeout"}
+          501: "not_installed", 503: "server_busy", 504: "timeout"}
 
 
 REMOVE_PATHS = ("/v1.0/removebg", "/v1/remove")
 KEYED_PATHS = (*REMOVE_PATHS, "/metrics")
 """The endpoints that need the API key when one is set: removal, and the counters (traffic
 volume is nobody else's business)."""
+
+_CLEAN_HELP = "Harden near-certain regions and keep a narrow soft band at the edge (no haze of the background)."
+_FRAGMENTS_HELP = "With clean: drop separate parts far smaller than the product (strangers, smudges)."
+_REFINE_HELP = "Redraw the edge at full resolution: guided filter by the photo, or closed-form alpha matting."
+_AF_HELP = "refine=matting: mask level (0-255) above which it is product (rembg's name)."
+_AB_HELP = "refine=matting: mask level (0-255) below which it is background (rembg's name)."
+_AE_HELP = "refine=matting: pixels both regions shrink by, widening the unknown band (rembg's name)."
+_DC_HELP = "Replace the old background's colour in the soft edge by the product's own (no halo on bg_color)."
 
 # remove.bg's foreground types: accepted so its clients work unchanged, not used.
 _ForegroundType = Literal[
@@ -270,6 +283,18 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         crop_margin: str = Form("0", description="Margin after crop: 30px, 10%, or 2/4 values."),
         bg_color: str | None = Form(None, description="Hex (81d4fa, #fff) or white/black/grey."),
         channels: Literal["rgba", "alpha"] = Form("rgba"),
+        add_shadow: bool = Form(False, description="A soft shadow under the product."),
+        shadow_type: Literal["contact", "drop"] = Form("contact", description="contact: on the floor at its "
+                                                       "base; drop: its silhouette offset down-right."),
+        shadow_opacity: int = Form(50, ge=0, le=100, description="Shadow darkness, 0-100."),
+        clean: bool = Form(True, description=_CLEAN_HELP),
+        drop_fragments: bool = Form(False, description=_FRAGMENTS_HELP),
+        fill_holes: bool = Form(False, description="With clean: fill pin holes in the product."),
+        refine: Literal["off", "guided", "matting"] = Form("off", description=_REFINE_HELP),
+        alpha_matting_foreground_threshold: int = Form(240, ge=0, le=255, description=_AF_HELP),
+        alpha_matting_background_threshold: int = Form(10, ge=0, le=255, description=_AB_HELP),
+        alpha_matting_erode_size: int = Form(10, ge=0, le=1000, description=_AE_HELP),
+        decontaminate: bool = Form(False, description=_DC_HELP),
     ):
         """Remove the background, remove.bg style."""
         source = "upload"
@@ -277,11 +302,13 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             data, source = await _fetch(state, image_url), image_url
         else:
             data = await _upload_bytes(image_file, image_file_b64)
-        try:
-            options = RenderOptions.parse(size=size, crop=crop, crop_margin=crop_margin, bg_color=bg_color,
-                                          channels=channels, format=format)
-        except ValueError as err:
-            raise ApiError(400, str(err), "invalid_parameter") from err
+        options = _parse_options(
+            size=size, crop=crop, crop_margin=crop_margin, bg_color=bg_color, channels=channels, format=format,
+            add_shadow=add_shadow, shadow_type=shadow_type, shadow_opacity=shadow_opacity, clean=clean,
+            drop_fragments=drop_fragments, fill_holes=fill_holes, refine=refine,
+            alpha_matting_foreground_threshold=alpha_matting_foreground_threshold,
+            alpha_matting_background_threshold=alpha_matting_background_threshold,
+            alpha_matting_erode_size=alpha_matting_erode_size, decontaminate=decontaminate)
         return await _process(state, data, options, request.scope[DEADLINE], source)
 
     @app.post("/v1/remove", tags=["remove"], responses=image_responses, response_class=Response,
@@ -292,14 +319,36 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         format: Literal["png", "jpg", "webp"] = Form("png"),
         mask: bool = Form(False, description="Return the 8-bit mask instead of a cutout."),
         bg_color: str | None = Form(None, description="Solid background, e.g. #ffffff."),
+        shadow: Literal["none", "contact", "drop"] = Form("none", description="A soft shadow under the product."),
+        clean: bool = Form(True, description=_CLEAN_HELP),
+        drop_fragments: bool = Form(False, description=_FRAGMENTS_HELP),
+        fill_holes: bool = Form(False, description="With clean: fill pin holes in the product."),
+        refine: Literal["off", "guided", "matting"] = Form("off", description=_REFINE_HELP),
+        alpha_matting_foreground_threshold: int = Form(240, ge=0, le=255, description=_AF_HELP),
+        alpha_matting_background_threshold: int = Form(10, ge=0, le=255, description=_AB_HELP),
+        alpha_matting_erode_size: int = Form(10, ge=0, le=1000, description=_AE_HELP),
+        decontaminate: bool = Form(False, description=_DC_HELP),
     ):
         """Remove the background: PNG cutout by default."""
         data = await _upload_bytes(file, None)
-        try:
-            options = RenderOptions.parse(bg_color=bg_color, channels="alpha" if mask else "rgba", format=format)
-        except ValueError as err:
-            raise ApiError(400, str(err), "invalid_parameter") from err
+        options = _parse_options(
+            bg_color=bg_color, channels="alpha" if mask else "rgba", format=format, add_shadow=shadow != "none",
+            shadow_type="contact" if shadow == "none" else shadow, clean=clean, drop_fragments=drop_fragments,
+            fill_holes=fill_holes, refine=refine,
+            alpha_matting_foreground_threshold=alpha_matting_foreground_threshold,
+            alpha_matting_background_threshold=alpha_matting_background_threshold,
+            alpha_matting_erode_size=alpha_matting_erode_size, decontaminate=decontaminate)
         return await _process(state, data, options, request.scope[DEADLINE])
+
+
+def _parse_options(**values) -> RenderOptions:
+    """``RenderOptions.parse`` with its refusals as API errors."""
+    try:
+        return RenderOptions.parse(**values)
+    except ValueError as err:
+        raise ApiError(400, str(err), "invalid_parameter") from err
+    except ImportError as err:  # refine=matting / decontaminate where PyMatting is not installed
+        raise ApiError(501, str(err), "not_installed") from err
 
 
 async def _fetch(state: _State, url: str) -> bytes:

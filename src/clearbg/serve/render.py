@@ -3,8 +3,12 @@
 Options follow remove.bg's API names: ``size`` (output resolution), ``crop`` and
 ``crop_margin`` (trim empty background, then add a margin), ``bg_color``, ``channels``
 (``rgba`` cutout or the ``alpha`` mask only) and ``format`` (``auto``, ``png``, ``jpg``,
-``zip`` with color.jpg + alpha.png; ``webp`` too). The pixel work itself is
-``clearbg.inference.compose``; this module only arranges it.
+``zip`` with color.jpg + alpha.png; ``webp`` too), ``add_shadow`` with ``shadow_type`` and
+``shadow_opacity`` (0..100). The edge options are the library's: ``clean``,
+``drop_fragments``, ``fill_holes``, ``refine``, the
+``alpha_matting_*`` trimap parameters (rembg's names) and ``decontaminate``. The pixel work
+itself is ``clearbg.inference.compose`` and ``clearbg.inference.edges``; this module only
+arranges it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from PIL import Image
 
 from clearbg import imageio
 from clearbg.errors import shown
-from clearbg.inference.compose import Color, alpha_from_prob, cutout, on_color, parse_color
+from clearbg.inference.compose import Color, cutout, on_color, parse_color
+from clearbg.inference.edges import EdgeOptions, finish_edges
+from clearbg.inference.shadow import Shadow
 
 SIZES: dict[str, int | None] = {
     "preview": 250_000, "small": 250_000, "regular": 250_000,
@@ -50,6 +56,9 @@ class RenderOptions:
         bg_color: solid background (None = transparent).
         channels: ``rgba`` (cutout) or ``alpha`` (the mask only).
         format: a member of ``FORMATS``.
+        edges: clean-up, refinement, decontamination (``EdgeOptions``).
+        shadow: a shadow under the product, or None. In a ``zip`` it is in color.jpg when
+            there is a ``bg_color``; alpha.png is always the product's own.
     """
 
     size: str = "auto"
@@ -58,16 +67,23 @@ class RenderOptions:
     bg_color: Color | None = None
     channels: str = "rgba"
     format: str = "auto"
+    edges: EdgeOptions = EdgeOptions()
+    shadow: Shadow | None = None
 
     @classmethod
     def parse(
         cls, *, size: str = "auto", crop: bool = False, crop_margin: str = "0", bg_color: str | None = None,
-        channels: str = "rgba", format: str = "auto",
+        channels: str = "rgba", format: str = "auto", clean: bool = True, drop_fragments: bool = False,
+        fill_holes: bool = False, refine: str = "off",
+        alpha_matting_foreground_threshold: int = 240, alpha_matting_background_threshold: int = 10,
+        alpha_matting_erode_size: int = 10, decontaminate: bool = False, add_shadow: bool = False,
+        shadow_type: str = "contact", shadow_opacity: int = 50,
     ) -> "RenderOptions":
         """Validate user-facing values (``"10%"``, ``"81d4fa"``, ...).
 
         Raises:
             ValueError: a value we do not accept; the message names the parameter.
+            ImportError: ``refine=matting`` or ``decontaminate`` where PyMatting is not installed.
 
         Example:
             >>> RenderOptions.parse(crop=True, crop_margin="10px 5%").margin[1]
@@ -81,7 +97,16 @@ class RenderOptions:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {shown(format)}")
         color = parse_color(bg_color) if bg_color else None
-        return cls(size, crop, parse_margin(crop_margin), color, channels, format)
+        edges = EdgeOptions(clean, drop_fragments, fill_holes, refine.lower(), alpha_matting_foreground_threshold,
+                            alpha_matting_background_threshold, alpha_matting_erode_size, decontaminate)
+        shadow = None
+        if add_shadow:
+            if channels == "alpha":
+                raise ValueError("add_shadow needs channels=rgba: a shadow is not part of the alpha mask")
+            if not 0 <= shadow_opacity <= 100:
+                raise ValueError(f"shadow_opacity must be 0..100, got {shadow_opacity}")
+            shadow = Shadow(shadow_type.lower(), opacity=shadow_opacity / 100)
+        return cls(size, crop, parse_margin(crop_margin), color, channels, format, edges, shadow)
 
     def encodings(self) -> tuple[str, ...]:
         """The formats ``render`` encodes the result in: ``zip`` holds a JPEG and a PNG, and
@@ -174,13 +199,13 @@ def render(image: Image.Image, prob: np.ndarray, options: RenderOptions) -> Rend
         >>> render(photo, prob, RenderOptions.parse(bg_color="white")).media_type   # doctest: +SKIP
         'image/jpeg'
     """
-    alpha = alpha_from_prob(prob)
+    image, alpha = finish_edges(image, prob, options.edges)
     if options.crop:
         # Image.crop pads past the border with zeros: transparent for RGBA, background for L.
         box = crop_box(alpha, options.margin)
         image, alpha = image.crop(box), alpha.crop(box)
     if options.format == "zip":
-        color = on_color(image, alpha, options.bg_color) if options.bg_color else image.convert("RGB")
+        color = on_color(image, alpha, options.bg_color, options.shadow) if options.bg_color else image.convert("RGB")
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
             archive.writestr("color.jpg", imageio.encode_image(color.convert("RGB"), "jpg", quality=95))
@@ -189,7 +214,9 @@ def render(image: Image.Image, prob: np.ndarray, options: RenderOptions) -> Rend
     if options.channels == "alpha":
         result = alpha
     elif options.bg_color is not None:
-        result = on_color(image, alpha, options.bg_color)
+        result = on_color(image, alpha, options.bg_color, options.shadow)
+    elif options.shadow is not None:
+        result = on_color(image, alpha, (0, 0, 0, 0), options.shadow)
     else:
         result = cutout(image, alpha)
     [fmt] = options.encodings()
