@@ -38,6 +38,12 @@ def parse_color(text: str) -> Color:
     return values  # type: ignore[return-value]
 
 
+def alpha_from_prob(prob: np.ndarray) -> Image.Image:
+    """Probability (0..1 float) -> 8-bit mask image (mode L, 0 = background, 255 = product), with no
+    edge finishing: the model's own mask, as the review queue stores and the pyfunc flavour returns it."""
+    return Image.fromarray(np.round(prob * 255.0).astype(np.uint8), mode="L")
+
+
 def cutout(image: Image.Image, alpha: Image.Image) -> Image.Image:
     """RGBA at full resolution: the photo's own colours with the mask as alpha.
 
