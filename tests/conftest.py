@@ -125,10 +125,11 @@ def s3_bucket(s3_endpoint: str, s3_client) -> Iterator[str]:
 def shared_data() -> pathlib.Path:
     """The read-only photo + mask set in ``<workspace>/shared/data`` (see its README.md).
 
-    Located from this file (repo at ``<workspace>/main``), so tests work from any cwd.
+    Located from this file (repo at ``<workspace>/main``), so tests work from any cwd; a copy of
+    the tests elsewhere (bench/mutation.py) names it with ``CLEARBG_SHARED``.
     """
-
-    root = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+    workspace_shared = pathlib.Path(__file__).resolve().parents[2] / "shared"
+    root = pathlib.Path(os.environ.get("CLEARBG_SHARED", workspace_shared)) / "data"
     if not (root / "README.md").is_file():
         pytest.fail(f"shared test data not found at {root}", pytrace=False)
     return root

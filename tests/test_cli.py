@@ -122,16 +122,28 @@ def test_unknown_model_and_missing_weights_say_what_to_do(tmp_path):
     assert missing.exit_code != 0 and "clearbg download" in missing.output
 
 
-def test_model_given_as_a_checkpoint_path(fashion_photo, tmp_path):
-    from clearbg.models.download import cached_weights
-    from clearbg.models.specs import get_spec
+def test_model_given_as_a_checkpoint_path_is_the_model_that_runs(fashion_photo, tmp_path):
+    """A checkpoint whose fused output is negated gives the inverse mask: the file's weights ran."""
+    import torch
 
-    checkpoint = tmp_path / "mine.pth"
-    shutil.copy(cached_weights(get_spec("u2netp")), checkpoint)
+    from clearbg.models import create_model
+
+    network = create_model("u2netp")
+    state = network.state_dict()
+    state["outconv.weight"], state["outconv.bias"] = -state["outconv.weight"], -state["outconv.bias"]
+    checkpoint = tmp_path / "inverted.pth"
+    torch.save(state, checkpoint)
     fashion_photo.save(tmp_path / "p.jpg")
-    result = CliRunner().invoke(cli, ["remove", str(tmp_path / "p.jpg"), "--out", str(tmp_path / "o"), "--model", str(checkpoint)])
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "o" / "p.png").is_file()
+    masks = {}
+    for name, model in {"default": [], "file": ["--model", str(checkpoint)]}.items():
+        result = CliRunner().invoke(cli, ["remove", str(tmp_path / "p.jpg"), "--out", str(tmp_path / name), "--mask",
+                                          "--no-clean", *model])
+        assert result.exit_code == 0, result.output
+        masks[name] = np.asarray(Image.open(tmp_path / name / "p.png"), dtype=np.int16)
+    person = masks["default"] > 127
+    assert 0.05 < person.mean() < 0.95
+    # min-max normalisation maps the negated map to 1 - p: the inverse cut-out, pixel for pixel
+    assert np.mean((masks["file"] > 127) == ~person) > 0.99
 
 
 def test_s3_prefix_in_and_out_against_a_real_s3_server(s3_bucket, s3_client, tiny_pairs, tmp_path):

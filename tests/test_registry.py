@@ -273,6 +273,21 @@ def test_models_uri_loads_exactly_the_registered_weights(story, uri, noisy, monk
     assert os.environ["MLFLOW_TRACKING_URI"] == uri
 
 
+def test_remove_with_a_models_uri_runs_that_version(story, uri, noisy, fashion_photo, tmp_path):
+    """`clearbg remove --model models:/...` gives the registered weights' mask, not the default's."""
+    fashion_photo.save(tmp_path / "p.jpg")
+    masks = {}
+    models = {"default": "u2netp", "v1": "models:/shop@previous-champion", "file": noisy}
+    for name, model in models.items():
+        result = CliRunner().invoke(cli, ["remove", str(tmp_path / "p.jpg"), "--out", str(tmp_path / name), "--mask",
+                                          "--no-clean", "--model", model], env={"MLFLOW_TRACKING_URI": uri})
+        assert result.exit_code == 0, result.output
+        masks[name] = np.asarray(Image.open(tmp_path / name / "p.png"))
+    assert np.array_equal(masks["v1"], masks["file"])  # exactly the registered checkpoint ran
+    changed = np.mean((masks["default"] > 127) != (masks["v1"] > 127))
+    assert changed > 0.005, "the noisy v1 and the official weights gave the same mask"
+
+
 def test_downloads_are_cached_per_version(story, uri, home):
     first = resolve_model_uri("models:/shop@champion", tracking_uri=uri)
     stamp = first.stat().st_mtime_ns

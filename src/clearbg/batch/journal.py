@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import uuid
 from typing import Any, Iterable, Iterator
 
@@ -70,7 +71,7 @@ class Journal:
             except FileNotFoundError:
                 return
             for name in names:
-                if name.rsplit("/", 1)[-1].startswith("part-"):
+                if posixpath.basename(name).startswith("part-"):
                     yield fs.cat_file(name).decode()
             return
         path = storage.join(self.root, "journal.jsonl")
@@ -88,9 +89,7 @@ class Journal:
         path = storage.join(self.root, "journal.jsonl")
         if os.path.exists(path):
             with open(path, "rb+") as f:
-                data = f.read()
-                if data and not data.endswith(b"\n"):
-                    f.truncate(data.rfind(b"\n") + 1)
+                f.truncate(f.read().rfind(b"\n") + 1)  # a no-op unless the last line is cut short
             remove_temp_files(self.out)
         self._file = open(path, "a", encoding="utf-8")
 
@@ -128,7 +127,7 @@ class Journal:
             latest[record["relpath"]] = record
         rows = [latest[k] for k in sorted(latest)]
         table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-        table["review"] = table["review"].fillna(False).astype(bool)  # journals from before the gate lack it
+        table["review"] = table["review"].eq(True)  # journals from before the gate lack it (None -> False)
         uri = storage.join(self.out, RESULTS_NAME)
         storage.write_bytes(uri, table.to_parquet(index=False))
         return uri, [row for row in rows if row["status"] != "ok"]
