@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,8 @@ class PairDataset(torch.utils.data.Dataset):
         manifest: use this table instead of the dataset's ``manifest.parquet`` (e.g. a balanced
             resample, where rows may repeat); needs ``id``, ``image``, ``mask``, and ``split``
             when ``split`` is given.
+        masks: pair id -> mask URI to use instead of the prepared mask, at the prepared size (soft
+            training targets, e.g. a teacher's blend for distillation).
 
     Items are dicts (the default collate stacks them):
         ``image``: float32 (3, H, W) in [0, 1], RGB, not normalised (the training loop applies
@@ -96,6 +99,7 @@ class PairDataset(torch.utils.data.Dataset):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         manifest: pd.DataFrame | None = None,
+        masks: Mapping[str, str] | None = None,
     ) -> None:
         self.dataset = str(dataset)
         info = read_info(self.dataset)
@@ -129,6 +133,8 @@ class PairDataset(torch.utils.data.Dataset):
         self._ids = [str(v) for v in self.frame["id"]]
         self._images = [storage.join(self.folder, str(p)) for p in self.frame["image"]]
         self._masks = [storage.join(self.folder, str(p)) for p in self.frame["mask"]]
+        if masks:
+            self._masks = [masks.get(i, default) for i, default in zip(self._ids, self._masks)]
         self.augment = augment if augment is not None else AugmentConfig.none()
         self.seed = int(seed)
         self.epoch = 0
@@ -182,7 +188,7 @@ class PairDataset(torch.utils.data.Dataset):
         index = self._check_index(index)
         photo, mask = self.arrays(index)
         image = torch.from_numpy(np.ascontiguousarray(photo.transpose(2, 0, 1))).float().div_(255)
-        target = torch.from_numpy(mask)[None].float().div_(255)
+        target = torch.from_numpy(mask.astype(np.float32) / 255)[None]  # a new array: soft masks may be read-only
         return {"image": image, "mask": target, "id": self._ids[index], "index": index}
 
     def _check_index(self, index: int) -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from clearbg.errors import WeightsIntegrityError, WeightsNotFound
-from clearbg.models.specs import ModelSpec, PackagedFile
+from clearbg.models.specs import ModelSpec, PackagedFile, ShippedFile
 
 
 def cache_dir() -> Path:
@@ -41,9 +41,29 @@ def cache_dir() -> Path:
 
 
 def weights_paths(spec: ModelSpec) -> tuple[Path, Path]:
-    """(PyTorch state dict, original ONNX file) of a spec in the cache."""
+    """(PyTorch state dict, original ONNX file) of a spec in the cache; for weights shipped with
+    clearbg, the file in the package (there is no original ONNX file)."""
+    if isinstance(spec.weights, ShippedFile):
+        return spec.weights.path, spec.weights.path.with_suffix(".onnx")
     folder = cache_dir() / "weights"
     return folder / f"{spec.name}.pth", folder / f"{spec.name}.onnx"
+
+
+_VERIFIED: set[Path] = set()
+
+
+def _verified_shipped(spec: ModelSpec) -> Path:
+    """The shipped weights file, its sha256 checked once per process (a damaged install fails loudly)."""
+    path = spec.weights.path
+    if path in _VERIFIED:
+        return path
+    if not path.is_file():
+        raise WeightsNotFound(f"{spec.name}: {path} is missing from this clearbg installation; reinstall clearbg")
+    digest = sha256_of(path.read_bytes())
+    if digest != spec.weights.sha256:
+        raise WeightsIntegrityError(f"{path} has sha256 {digest}, expected {spec.weights.sha256}; reinstall clearbg")
+    _VERIFIED.add(path)
+    return path
 
 
 def cached_weights(spec: ModelSpec) -> Path:
@@ -52,9 +72,11 @@ def cached_weights(spec: ModelSpec) -> Path:
     Raises:
         WeightsNotFound: not downloaded yet; the message gives the command to run.
     """
-    pth, _ = weights_paths(spec)
     if spec.weights is None:
         raise WeightsNotFound(f"{spec.name} has no pretrained weights; train it or build it with pretrained=False")
+    if isinstance(spec.weights, ShippedFile):
+        return _verified_shipped(spec)
+    pth, _ = weights_paths(spec)
     if not pth.is_file():
         raise WeightsNotFound(
             f"weights for {spec.name} are not in the cache ({pth}). Run: clearbg download {spec.name}"
@@ -85,6 +107,8 @@ def download(spec: ModelSpec, force: bool = False) -> Path:
 
     if spec.weights is None:
         raise WeightsNotFound(f"{spec.name} has no pretrained weights to download")
+    if isinstance(spec.weights, ShippedFile):
+        return _verified_shipped(spec)  # nothing to fetch: it came with clearbg
     pth, onnx_path = weights_paths(spec)
     if pth.is_file() and onnx_path.is_file() and not force:
         return pth

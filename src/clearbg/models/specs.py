@@ -6,7 +6,9 @@ tag. CLI choices, API enums and tests are all built from this table.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from torch import nn
@@ -48,6 +50,34 @@ class PackagedFile:
 
 
 @dataclass(frozen=True)
+class ShippedFile:
+    """Weights that ship inside clearbg itself (``clearbg/models/shipped/``): the models clearbg
+    trained. A model card (``<stem>.json`` beside the file) says how, on what, and how well."""
+
+    file: str  # name inside clearbg/models/shipped/
+    sha256: str
+
+    @property
+    def path(self) -> Path:
+        return SHIPPED_DIR / self.file
+
+    @property
+    def card_path(self) -> Path:
+        return self.path.with_suffix(".json")
+
+    def card(self) -> dict:
+        """The model card: training command, data, hardware, time, test metrics (empty if none)."""
+        path = self.card_path
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def __str__(self) -> str:
+        return f"clearbg/models/shipped/{self.file}"
+
+
+SHIPPED_DIR = Path(__file__).with_name("shipped")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to build a model, feed it and fetch its weights.
 
@@ -56,7 +86,8 @@ class ModelSpec:
         builder: returns the untrained architecture (official state-dict keys).
         preprocess: how a photo becomes its input (size, resize mode, normalisation); training,
             the predictor, ONNX exports and the browser page all follow it.
-        weights: where the pretrained weights come from, or None (train from scratch).
+        weights: where the pretrained weights come from (a registry package, or shipped with
+            clearbg), or None (train from scratch).
         license: licence of the weights.
         source: where the weights were trained / who released them.
     """
@@ -64,7 +95,7 @@ class ModelSpec:
     name: str
     builder: Callable[[], nn.Module]
     preprocess: Preprocess
-    weights: PackagedFile | None
+    weights: PackagedFile | ShippedFile | None
     license: str
     source: str
     metrics: dict[str, float] = field(default_factory=dict)
@@ -79,14 +110,17 @@ class ModelSpec:
 
 
 _SPECS: dict[str, ModelSpec] = {}
-_DEFAULT_TAG: dict[str, str] = {}
+_DEFAULT_TAG: dict[str, str] = {}  # bare arch name or alias (``fashion``) -> arch.tag
 
 
-def add_spec(spec: ModelSpec, default: bool = False) -> ModelSpec:
-    """Add ``spec`` to the table; ``default`` makes it what the bare arch name means."""
+def add_spec(spec: ModelSpec, default: bool = False, aliases: tuple[str, ...] = ()) -> ModelSpec:
+    """Add ``spec`` to the table; ``default`` makes it what the bare arch name means; each alias
+    (a domain name such as ``fashion``) is another name for it."""
     _SPECS[spec.name] = spec
     if default or spec.arch not in _DEFAULT_TAG:
         _DEFAULT_TAG[spec.arch] = spec.name
+    for alias in aliases:
+        _DEFAULT_TAG[alias] = spec.name
     return spec
 
 
@@ -145,6 +179,11 @@ DEFAULT_MODEL = "u2netp"
 def list_models() -> list[str]:
     """All registered ``arch.tag`` names, sorted."""
     return sorted(_SPECS)
+
+
+def aliases_of(name: str) -> list[str]:
+    """Other names for the spec ``name``: its bare arch when it is the default, and domain aliases."""
+    return sorted(alias for alias, target in _DEFAULT_TAG.items() if target == name)
 
 
 def model_choices() -> list[str]:

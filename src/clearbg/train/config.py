@@ -60,6 +60,20 @@ class LossConfig:
             raise ConfigError("all loss weights are 0; set at least one of loss.bce, loss.iou, loss.ssim, loss.boundary > 0")
 
 
+@dataclass
+class DistillConfig:
+    """Knowledge distillation: each training target blends the true mask with a teacher's map
+    (``(1 - weight) * mask + weight * teacher``), computed once per run (``train/distill.py``)."""
+
+    teacher: str | None = None  # a model reference (isnet.general-use, a best.pt, models:/...); None: off
+    weight: float = 0.5  # the teacher's share of the target, 0..1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or not 0 <= self.weight <= 1:
+            raise ConfigError(f"distill.weight must be a number in [0, 1], got {self.weight!r}")
+        self.weight = float(self.weight)
+
+
 DEFAULT_LR_FINE_TUNE = 1e-4  # from pretrained weights (official, a checkpoint, a registered model)
 DEFAULT_LR_SCRATCH = 1e-3  # from a random init
 
@@ -91,6 +105,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC activations: faster convolutions with oneDNN and cuDNN
     loss: LossConfig = field(default_factory=LossConfig)  # loss term weights
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # on-the-fly augmentation (clearbg.data.augment)
+    distill: DistillConfig = field(default_factory=DistillConfig)  # a teacher's maps blended into the targets
     balance: dict[str, float] | None = None  # cluster -> share of training draws ({} = equal); needs `clearbg cluster`
     workers: int = 2  # DataLoader worker processes per training process (0: load in the main process)
     seed: int = 0  # model init, data order and augmentation: same seed, same run
@@ -108,6 +123,8 @@ class TrainConfig:
             self.loss = _build(LossConfig, self.loss, "loss.")
         if isinstance(self.augment, Mapping):
             self.augment = _build(AugmentConfig, self.augment, "augment.")
+        if isinstance(self.distill, Mapping):
+            self.distill = _build(DistillConfig, self.distill, "distill.")
         self.validate()
 
     @property

@@ -304,6 +304,9 @@ class _Run:
 
         c = self.config
         self.train_ds = PairDataset(c.data, split="train", size=c.size, augment=c.augment, seed=c.seed)
+        if c.distill.teacher:
+            self.train_ds = PairDataset(c.data, split="train", size=c.size, augment=c.augment, seed=c.seed,
+                                        masks=self._teacher_targets())
         try:
             self.val_ds: PairDataset | None = PairDataset(c.data, split="val", size=c.size, augment=None, seed=c.seed)
         except DatasetError:
@@ -327,6 +330,19 @@ class _Run:
                 self.val_ds = None
                 if self.env.is_main:
                     log.warning("cannot validate on the original val photos (%s): training without validation", err)
+
+    def _teacher_targets(self) -> dict[str, str]:
+        """The distillation targets: rank 0 computes the missing ones, every rank reads them."""
+        from clearbg.train.distill import teacher_folder, teacher_targets
+
+        if self.env.is_main:
+            paths = teacher_targets(self.train_ds, self.config.distill, self.run_dir, str(self.device),
+                                    progress=self.show)
+        barrier()
+        if not self.env.is_main:
+            folder = teacher_folder(self.run_dir, self.config.distill)
+            paths = {pair_id: str(folder / f"{pair_id}.png") for pair_id in self.train_ds.ids}
+        return paths
 
     def _loader(self, dataset, sampler, batch_size: int, generator_seed: int) -> torch.utils.data.DataLoader:
         workers = self.config.workers
