@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+
 
 
 def _start(folder: Path, out: Path, log: Path, *more: str) -> subprocess.Popen:
@@ -36,6 +36,7 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_hot_folder_takes_complete_photos_once_and_moves_failures_aside(tmp_path, fashion_photo):
     folder, out, log = tmp_path / "capture", tmp_path / "cut", tmp_path / "watch.log"
     folder.mkdir()
@@ -89,6 +90,7 @@ def test_hot_folder_takes_complete_photos_once_and_moves_failures_aside(tmp_path
     assert [Path(item.source).name for item in queued] == ["b.jpg"] and "sent to review" in log.read_text()
 
 
+@pytest.mark.slow
 def test_hot_folder_refuses_a_bucket_and_an_output_inside_it(tmp_path):
     from clearbg.batch.watch import watch_folder
     from clearbg.errors import StorageError
@@ -98,3 +100,13 @@ def test_hot_folder_refuses_a_bucket_and_an_output_inside_it(tmp_path):
     (tmp_path / "in").mkdir()
     with pytest.raises(StorageError):
         watch_folder(str(tmp_path / "in"), str(tmp_path / "in" / "out"), predictor=None)
+
+
+@pytest.mark.parametrize("command", ["remove", "batch", "watch"])
+def test_every_removal_command_takes_the_edge_options(command, tmp_path):
+    from click.testing import CliRunner
+
+    from clearbg.cli import cli
+
+    result = CliRunner().invoke(cli, [command, str(tmp_path), "--out", str(tmp_path / "o"), "--shadow-opacity", "0.5"])
+    assert result.exit_code == 2 and "add --shadow contact or --shadow drop" in result.output, result.output

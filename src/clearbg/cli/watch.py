@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from clearbg.cli.options import OutputFormat, review_options, review_settings
+from clearbg.cli.options import OutputFormat, edge_options, edge_settings, review_options, review_settings
 from clearbg.errors import ClearbgError, printable
 from clearbg.models.specs import DEFAULT_MODEL
 
@@ -31,8 +31,9 @@ from clearbg.models.specs import DEFAULT_MODEL
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP).")
 @review_options
+@edge_options
 def watch_command(folder, out_dir, model, mask_only, bg_color, canvas, fmt, interval, settle, failed_dir, batch_size,
-                  workers, device, max_pixels, review_below, review_share, queue_url, queue_images):
+                  workers, device, max_pixels, review_below, review_share, queue_url, queue_images, **edges):
     """Remove backgrounds of photos as they arrive in FOLDER, until Ctrl-C.
 
     A photo is taken once it is completely written (unchanged for --settle seconds) and is never
@@ -45,6 +46,7 @@ def watch_command(folder, out_dir, model, mask_only, bg_color, canvas, fmt, inte
       clearbg watch /studio/capture --out /studio/cutouts
       clearbg watch incoming/ --out web/ --bg-color '#ffffff' --format jpg --canvas 1000x1000
       clearbg watch /studio/capture --out /studio/cutouts --review-share 0.1
+      clearbg watch /studio/capture --out web/ --bg-color white --format jpg --decontaminate --shadow contact
     """
     from clearbg.batch.watch import watch_folder
     from clearbg.inference.predictor import Predictor
@@ -68,11 +70,12 @@ def watch_command(folder, out_dir, model, mask_only, bg_color, canvas, fmt, inte
             click.echo(f"FAILED {printable(record['error'])}", err=True)
 
     try:
+        options = make_options(mask_only=mask_only, bg_color=bg_color, canvas=canvas, **edge_settings(edges))
         predictor = Predictor(model, device=device, batch_size=batch_size)
         click.echo(f"watching {printable(folder)} -> {printable(out_dir)} ({predictor.spec.name}); Ctrl-C to stop",
                    err=True)
         summary = watch_folder(folder, out_dir, predictor,
-                               options=make_options(mask_only=mask_only, bg_color=bg_color, canvas=canvas),
+                               options=options,
                                fmt=fmt, workers=max(1, workers), interval=interval, settle=settle,
                                failed_dir=failed_dir, max_pixels=max_pixels, stop=stop, on_result=report,
                                review=review_settings(review_below, review_share, queue_url, queue_images))
