@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from clearbg.evaluate.run import evaluate_model, split_rows
+from clearbg.data.manifest import read_manifest
+from clearbg.evaluate.run import evaluate_model
 from clearbg.evaluate.settings import EvalSettings
 from clearbg.imageio import open_image
 from clearbg.inference.predictor import Predictor
@@ -145,7 +146,7 @@ def main() -> int:
         per_image[domain] = table
         print(f"\n### {domain}: test split, {table['id'].nunique()} photos, {args.precision}\n")
         print(markdown(summary_rows(table), pct=tuple(f">= {s:.0%}" for s in SHARES)))
-        rows = split_rows(dataset, "test", None)
+        rows = read_manifest(dataset)
         if "product_type" in rows:
             types = table.merge(rows[["id", "product_type"]], on="id")
             pivot = types.pivot_table(index="product_type", columns="model", values="iou", aggfunc="mean")

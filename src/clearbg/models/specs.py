@@ -163,6 +163,16 @@ add_spec(ModelSpec(
     license="Apache-2.0 (DIS weights; npm package AGPL-3.0)",  # see README "ISNet"
     source="xuebinqin/DIS isnet-general-use.pth, as IMG.LY's fp16 ONNX with BatchNorm folded",
 ))
+# Models clearbg trained with its own commands (README "The shipped models"); each file's card
+# (clearbg/models/shipped/<file>.json, `clearbg models NAME`) says how, on what and how well.
+add_spec(ModelSpec(
+    name="u2netp.fashion",
+    builder=_u2net.u2netp,
+    preprocess=Preprocess(size=320),
+    weights=ShippedFile("u2netp-fashion.pth", "71ab7d78b7078aa324d43e72c61fa7b0a03b97cdf9f95d9acff0b151e4aafb54"),
+    license="Apache-2.0 (u2netp weights and CCP data, both Apache-2.0)",
+    source="u2netp.official fine-tuned by clearbg on ../shared/data/fashion (recipes/fashion-u2netp.yaml)",
+), aliases=("fashion",))
 add_spec(ModelSpec(
     name="unet.scratch",
     builder=_unet.unet,
