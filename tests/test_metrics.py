@@ -9,10 +9,8 @@ import torch
 from clearbg.evaluate.metrics import (
     EMPTY_SCORE,
     confusion_counts,
-    counts_by_group,
     dice_from_counts,
     iou_from_counts,
-    summarize_counts,
 )
 
 
@@ -70,8 +68,7 @@ def test_pooled_iou_is_not_the_mean_of_per_image_ious():
     per_image = iou_from_counts(counts)
     assert per_image.tolist() == [1.0, 0.0]
     assert iou_from_counts(counts.sum(0)).item() == pytest.approx(50 / 51)
-    summary = summarize_counts(counts.sum(0), image_scores=torch.tensor([per_image.sum(), 2.0]))
-    assert summary["iou"] == pytest.approx(50 / 51) and summary["iou_image_mean"] == pytest.approx(0.5)
+    assert per_image.mean().item() == pytest.approx(0.5)
 
 
 def test_counts_add_up_across_batches_like_across_processes():
@@ -81,18 +78,6 @@ def test_counts_add_up_across_batches_like_across_processes():
     split = confusion_counts(pred[:2], truth[:2]).sum(0) + confusion_counts(pred[2:], truth[2:]).sum(0)
     assert whole.tolist() == split.tolist()
     assert int(whole.sum()) == 6 * 16 * 16
-
-
-def test_per_group_counts_and_summary_keys():
-    counts = torch.tensor([[2, 0, 2, 0], [1, 1, 0, 2], [0, 0, 0, 4]])
-    groups = counts_by_group(counts, [0, 1, 1], 3)
-    assert groups.tolist() == [[2, 0, 2, 0], [1, 1, 0, 6], [0, 0, 0, 0]]
-    summary = summarize_counts(counts.sum(0), groups, ["shoes", "shirts", "hats"])
-    assert summary["iou/shoes"] == pytest.approx(0.5)
-    assert summary["iou/shirts"] == pytest.approx(0.5)
-    assert summary["dice/shirts"] == pytest.approx(2 / 3)
-    assert "iou/hats" not in summary  # no validation image in that group: no score rather than a perfect one
-    assert summary["iou"] == pytest.approx(3 / 6)
 
 
 def test_shape_mismatch_is_an_error():

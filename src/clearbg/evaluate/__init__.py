@@ -20,10 +20,8 @@ from typing import Any
 from clearbg.evaluate.metrics import (
     EMPTY_SCORE,
     confusion_counts,
-    counts_by_group,
     dice_from_counts,
     iou_from_counts,
-    summarize_counts,
 )
 
 # name -> module that defines it, imported when the name is first used
@@ -39,10 +37,8 @@ _LAZY = {
 __all__ = [
     "EMPTY_SCORE",
     "confusion_counts",
-    "counts_by_group",
     "dice_from_counts",
     "iou_from_counts",
-    "summarize_counts",
     *_LAZY,
 ]
 

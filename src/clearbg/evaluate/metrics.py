@@ -8,8 +8,9 @@ clusters, so the IoU of a split is the same whether it was computed on one CPU o
 Two reductions:
 
 * pooled ("micro"): add the counts of all images, then take IoU/Dice once. Large objects
-  weigh more. This is what training validation reports as ``val/iou`` / ``val/dice``.
-* per image: IoU/Dice of each image, then their mean (or the share above a bar, issue 6).
+  weigh more.
+* per image: IoU/Dice of each image, then their mean (or the share above a bar). This is what
+  ``clearbg evaluate`` and training validation report.
 
 The empty-mask rule, written down: when an image's truth AND prediction are both empty
 (tp + fp + fn == 0), IoU and Dice are undefined (0/0). We score them ``EMPTY_SCORE = 1.0``:
@@ -42,10 +43,8 @@ __all__ = [
     "TN",
     "TP",
     "confusion_counts",
-    "counts_by_group",
     "dice_from_counts",
     "iou_from_counts",
-    "summarize_counts",
 ]
 
 TP, FP, FN, TN = 0, 1, 2, 3  # column of each count in a (..., 4) counts tensor
@@ -141,60 +140,3 @@ def dice_from_counts(counts: torch.Tensor | np.ndarray, empty: float = EMPTY_SCO
     """
     c = torch.as_tensor(counts)
     return _ratio(2 * c[..., TP], 2 * c[..., TP] + c[..., FP] + c[..., FN], empty)
-
-
-def counts_by_group(counts: torch.Tensor, groups: Sequence[int] | torch.Tensor, n_groups: int) -> torch.Tensor:
-    """Add per-image counts into per-group totals (e.g. per product cluster).
-
-    Args:
-        counts: (B, 4) per-image counts.
-        groups: (B,) group index of each image, 0 .. n_groups - 1.
-        n_groups: number of groups (so every process builds the same shape to all-reduce).
-
-    Returns:
-        int64 (n_groups, 4) totals.
-
-    Example:
-        >>> counts_by_group(torch.tensor([[1, 0, 0, 3], [2, 1, 0, 1]]), [1, 1], 2).tolist()
-        [[0, 0, 0, 0], [3, 1, 0, 4]]
-    """
-    index = torch.as_tensor(groups, dtype=torch.int64, device=counts.device)
-    out = torch.zeros(n_groups, counts.shape[-1], dtype=torch.int64, device=counts.device)
-    return out.index_add_(0, index, counts.to(torch.int64))
-
-
-def summarize_counts(
-    counts: torch.Tensor,
-    group_counts: torch.Tensor | None = None,
-    group_names: Sequence[Any] = (),
-    image_scores: torch.Tensor | None = None,
-    empty: float = EMPTY_SCORE,
-) -> dict[str, float]:
-    """Metric dict from reduced counts: pooled IoU/Dice overall and per group.
-
-    Args:
-        counts: (4,) pooled counts over all images.
-        group_counts: (G, 4) pooled counts per group, or None.
-        group_names: name of each group (used in the keys ``iou/<name>``).
-        image_scores: optional (2,) ``[sum of per-image IoU, number of images]`` to add the
-            per-image mean as ``iou_image_mean``.
-        empty: see the module docstring.
-
-    Returns:
-        ``{"iou", "dice", ["iou_image_mean"], "iou/<group>", "dice/<group>", ...}``.
-
-    Example:
-        >>> summarize_counts(torch.tensor([2, 1, 1, 0]))
-        {'iou': 0.5, 'dice': 0.6666666666666666}
-    """
-    out = {"iou": float(iou_from_counts(counts, empty)), "dice": float(dice_from_counts(counts, empty))}
-    if image_scores is not None and float(image_scores[1]) > 0:
-        out["iou_image_mean"] = float(image_scores[0]) / float(image_scores[1])
-    if group_counts is not None:
-        for name, row in zip(group_names, group_counts, strict=True):
-            if int(row.sum()) == 0:  # a group with no validation image has no score, not a perfect one
-                continue
-            out[f"iou/{name}"] = float(iou_from_counts(row, empty))
-            out[f"dice/{name}"] = float(dice_from_counts(row, empty))
-    return out
-
