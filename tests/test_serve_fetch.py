@@ -22,10 +22,29 @@ def origin():
             port = self.server.server_address[1]
             targets = {"/to-photo": "/photo.jpg", "/to-other-loopback": f"http://127.0.0.2:{port}/photo.jpg",
                        "/loop": "/loop"}
+            status = 302
+            if self.path.startswith("/hops/"):  # /hops/N: N redirects, then the photo
+                n = int(self.path.rsplit("/", 1)[1])
+                targets[self.path] = f"/hops/{n - 1}" if n > 1 else "/photo.jpg"
+            if self.path.startswith("/status/"):  # /status/CODE: that status, Location: the photo
+                status = int(self.path.rsplit("/", 1)[1])
+                targets[self.path] = "/photo.jpg"
             if self.path in targets:
-                self.send_response(302)
+                self.send_response(status)
                 self.send_header("Location", targets[self.path])
                 self.end_headers()
+                return
+            if self.path == "/no-location":
+                self.send_response(302)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if self.path.startswith("/echo"):  # what the server was asked for, and by whom
+                body = f"{self.headers['Host']}|{self.path}|{self.headers['User-Agent']}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
                 return
             body = {"/photo.jpg": PHOTO, "/big": b"x" * 5000}.get(self.path)
             self.send_response(200 if body else 404)
@@ -106,3 +125,44 @@ def test_fetch_limits_and_errors(origin):
         fetch_url(origin + "/missing", max_bytes=1000, allowed=only_127_0_0_1)
     with pytest.raises(FetchError, match="only http"):
         fetch_url("file:///etc/passwd", max_bytes=1000)
+
+
+def test_redirects_up_to_the_limit_are_followed_and_one_more_is_refused(origin):
+    assert fetch_url(origin + "/hops/3", max_bytes=1000, allowed=only_127_0_0_1) == PHOTO
+    with pytest.raises(FetchError, match="more than 3 redirects"):
+        fetch_url(origin + "/hops/4", max_bytes=1000, allowed=only_127_0_0_1)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_every_redirect_status_is_followed(origin, status):
+    assert fetch_url(f"{origin}/status/{status}", max_bytes=1000, allowed=only_127_0_0_1) == PHOTO
+
+
+@pytest.mark.parametrize("path, message", [("/status/304", "HTTP 304"), ("/status/300", "HTTP 300"),
+                                           ("/no-location", "HTTP 302")])
+def test_other_statuses_and_a_redirect_without_location_are_errors(origin, path, message):
+    with pytest.raises(FetchError, match=message):
+        fetch_url(origin + path, max_bytes=1000, allowed=only_127_0_0_1)
+
+
+def test_the_request_names_the_host_without_credentials_and_keeps_the_query(origin):
+    host = origin.removeprefix("http://")
+    body = fetch_url(f"http://us@er:secret@{host}/echo?size=full&v=2", max_bytes=1000, allowed=only_127_0_0_1)
+    assert body.decode() == f"{host}|/echo?size=full&v=2|clearbg"
+    assert fetch_url(f"{origin}/echo", max_bytes=1000, allowed=only_127_0_0_1).decode().split("|")[1] == "/echo"
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/photo.jpg", "http:///photo.jpg", "https:///photo.jpg",
+                                 "gopher://127.0.0.1:70/"])
+def test_only_http_and_https_urls_with_a_host_are_fetched(url):
+    with pytest.raises(FetchError, match="only http:// and https:// URLs with a host"):
+        fetch_url(url, max_bytes=1000, allowed=only_127_0_0_1)
+
+
+@pytest.mark.parametrize("v6, v4", [("::ffff:10.0.0.1", "10.0.0.1"), ("64:ff9b::7f00:1", "127.0.0.1"),
+                                    ("2002:a00:1::1", "10.0.0.1"), ("2001:db8::1", None)])
+def test_embedded_ipv4_reads_each_form(v6, v4):
+    from clearbg.serve.fetch import embedded_ipv4
+
+    found = embedded_ipv4(ipaddress.ip_address(v6))
+    assert found == ([ipaddress.ip_address(v4)] if v4 else [])
