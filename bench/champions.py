@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from clearbg.data.manifest import read_manifest
 from clearbg.evaluate.run import evaluate_model
@@ -82,38 +82,42 @@ def markdown(table: pd.DataFrame, pct: tuple[str, ...] = ()) -> str:
     return "\n".join(lines)
 
 
-def hardest_grid(per_image: dict[str, pd.DataFrame], datasets: dict[str, str], models: dict[str, list[str]],
-                 k: int, out: Path, baseline: str = "u2netp.official", height: int = 150) -> None:
-    """Rows: the k lowest-IoU test photos of the baseline per domain; columns: photo, truth, each model."""
-    tiles: list[list[Image.Image]] = []
-    header: list[str] = []
+def _label(tile: Image.Image, text: str) -> Image.Image:
+    tile = tile.copy()
+    draw = ImageDraw.Draw(tile)
+    font = ImageFont.load_default(size=13)
+    box = draw.textbbox((3, 3), text, font=font)
+    draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(255, 255, 255))
+    draw.text((3, 3), text, fill=(200, 0, 0), font=font)
+    return tile
+
+
+def hardest_grid(per_image: dict[str, pd.DataFrame], models: dict[str, list[str]], k: int, out: Path,
+                 baseline: str = "u2netp.official", height: int = 180) -> None:
+    """Rows: the k lowest-IoU test photos of the baseline per domain; columns: photo, truth, each
+    model's mask labelled with its name and IoU on that photo."""
+    rows: list[list[Image.Image]] = []
     for domain, table in per_image.items():
         names = list(dict.fromkeys(table["model"]))
-        header = ["photo", "truth", *names] if len(names) + 2 > len(header) else header
         worst = table[table["model"] == baseline].nsmallest(k, "iou")
         predictors = {name: Predictor(model, precision="fp32") for name, model in zip(names, models[domain])}
         for _, row in worst.iterrows():
             photo = open_image(row["image"]).convert("RGB")
             truth = open_image(row["mask"]).convert("L").point(lambda v: 255 if v >= 128 else 0)
-            line = [photo, truth.convert("RGB")]
+            line = [_label(photo, f"{domain} {row['id']}"), _label(truth.convert("RGB"), "truth")]
             for name, predictor in predictors.items():
                 prob = predictor.predict_one(photo)
                 mask = Image.fromarray(np.where(prob >= 0.5, 255, 0).astype(np.uint8)).convert("RGB")
                 iou = table[(table["model"] == name) & (table["id"] == row["id"])]["iou"].iloc[0]
-                ImageDraw.Draw(mask).text((4, 4), f"{iou:.3f}", fill=(255, 0, 0))
-                line.append(mask)
-            tiles.append([im.resize((max(1, round(im.width * height / im.height)), height)) for im in line])
-    widths = [max(line[i].width for line in tiles if i < len(line)) for i in range(max(map(len, tiles)))]
-    sheet = Image.new("RGB", (sum(widths) + 4 * len(widths), 20 + len(tiles) * (height + 4)), "white")
-    draw = ImageDraw.Draw(sheet)
-    x = 0
-    for i, w in enumerate(widths):
-        draw.text((x + 4, 4), header[i] if i < len(header) else "", fill=(0, 0, 0))
-        x += w + 4
-    for r, line in enumerate(tiles):
+                line.append(_label(mask, f"{name} {iou:.3f}"))
+            rows.append([im.resize((max(1, round(im.width * height / im.height)), height)) for im in line])
+    columns = max(map(len, rows))
+    widths = [max(line[i].width for line in rows if i < len(line)) for i in range(columns)]
+    sheet = Image.new("RGB", (sum(widths) + 4 * columns, len(rows) * (height + 4)), "white")
+    for r, line in enumerate(rows):
         x = 0
         for i, im in enumerate(line):
-            sheet.paste(im, (x, 20 + r * (height + 4)))
+            sheet.paste(im, (x, r * (height + 4)))
             x += widths[i] + 4
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
@@ -156,7 +160,7 @@ def main() -> int:
             print(f"\nmean IoU per product type ({domain}):\n")
             print(markdown(pivot.reset_index()))
     if args.grid:
-        hardest_grid(per_image, datasets, models, args.hardest, args.grid)
+        hardest_grid(per_image, models, args.hardest, args.grid)
         print(f"\nhardest photos: {args.grid}")
     return 0
 
