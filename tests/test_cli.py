@@ -165,10 +165,12 @@ def test_models_lists_each_entry_with_its_weights_state(tmp_path, monkeypatch):
     monkeypatch.setenv("CLEARBG_HOME", str(tmp_path))  # an empty cache: nothing downloaded
     result = CliRunner().invoke(cli, ["models"])
     assert result.exit_code == 0, result.output
-    rows = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    table = result.output.split("\n\n")[0]  # the model cards of shipped models follow the table
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
     assert set(rows) >= {"u2netp.official", "u2net.official", "unet.scratch"}
     assert "not downloaded" in rows["u2netp.official"]
     assert "none: train it" in rows["unet.scratch"]
+    assert "shipped" in rows["u2netp.fashion"]  # in the package: nothing to download
 
 
 def _commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
