@@ -85,7 +85,7 @@ def markdown(table: pd.DataFrame, pct: tuple[str, ...] = ()) -> str:
 def _label(tile: Image.Image, text: str) -> Image.Image:
     tile = tile.copy()
     draw = ImageDraw.Draw(tile)
-    font = ImageFont.load_default(size=13)
+    font = ImageFont.load_default(size=12)
     box = draw.textbbox((3, 3), text, font=font)
     draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(255, 255, 255))
     draw.text((3, 3), text, fill=(200, 0, 0), font=font)
@@ -104,13 +104,15 @@ def hardest_grid(per_image: dict[str, pd.DataFrame], models: dict[str, list[str]
         for _, row in worst.iterrows():
             photo = open_image(row["image"]).convert("RGB")
             truth = open_image(row["mask"]).convert("L").point(lambda v: 255 if v >= 128 else 0)
-            line = [_label(photo, f"{domain} {row['id']}"), _label(truth.convert("RGB"), "truth")]
+            line = [(photo, row["id"]), (truth.convert("RGB"), "truth")]
             for name, predictor in predictors.items():
                 prob = predictor.predict_one(photo)
                 mask = Image.fromarray(np.where(prob >= 0.5, 255, 0).astype(np.uint8)).convert("RGB")
                 iou = table[(table["model"] == name) & (table["id"] == row["id"])]["iou"].iloc[0]
-                line.append(_label(mask, f"{name} {iou:.3f}"))
-            rows.append([im.resize((max(1, round(im.width * height / im.height)), height)) for im in line])
+                short = name.removesuffix(".official").removesuffix(".general-use").removeprefix("u2netp.")
+                line.append((mask, f"{short} {iou:.3f}"))
+            rows.append([_label(im.resize((max(1, round(im.width * height / im.height)), height)), text)
+                         for im, text in line])
     columns = max(map(len, rows))
     widths = [max(line[i].width for line in rows if i < len(line)) for i in range(columns)]
     sheet = Image.new("RGB", (sum(widths) + 4 * columns, len(rows) * (height + 4)), "white")
