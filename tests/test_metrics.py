@@ -90,3 +90,16 @@ def test_a_probability_exactly_at_the_threshold_is_background():
     pred = torch.tensor([[0.5, 0.5001, 0.4999, 0.5]])
     truth = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
     assert confusion_counts(pred, truth, threshold=0.5).tolist() == [[1, 0, 1, 2]]
+
+
+def test_a_single_pixel_product_found_exactly_scores_one():
+    pred = torch.zeros(1, 4, 4)
+    pred[0, 1, 2] = 1
+    counts = confusion_counts(pred, pred.clone())
+    assert counts.tolist() == [[1, 0, 0, 15]] and counts.dtype == torch.int64
+    assert iou_from_counts(counts).item() == 1.0 and dice_from_counts(counts).item() == 1.0
+
+
+def test_masks_without_a_batch_axis_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"got shape \(4,\); add a batch axis with x\[None\]"):
+        confusion_counts(torch.zeros(4), torch.zeros(4))
