@@ -12,7 +12,7 @@ temporary folder), so the repository is never mutated; rerunning with the same `
 reuses mutmut's cache and only retests what changed.
 
 Usage:
-    python bench/mutation.py                      # all targets (about an hour on 2 cores)
+    python bench/mutation.py                      # all targets (over 30 min on 2 cores; the queue is slowest)
     python bench/mutation.py --targets journal,fetch --max-children 2
 """
 
