@@ -31,6 +31,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from mutmut.stats import status_by_exit_code
+
 REPO = Path(__file__).resolve().parents[1]
 
 # name -> (source file, the tests that guard it, the functions that decide: mutmut name patterns;
@@ -57,9 +59,7 @@ WHAT = {
     "fetch": "image_url safety (SSRF)",
     "queue": "review queue",
 }
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
-          24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault",
-          None: "not checked"}
+STATUS = status_by_exit_code  # mutmut's own verdict per exit code
 
 
 def prepare_work(work: Path, targets: list[str]) -> None:
@@ -89,8 +89,8 @@ def read_results(work: Path, targets: list[str]) -> dict[str, Counter]:
         meta = work / "mutants" / (TARGETS[target][0] + ".meta")
         codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
         codes = {k: code for k, code in codes.items() if k in focus(target, list(codes))}
-        counts[target] = Counter(STATUS.get(code, "suspicious") for code in codes.values())
-        counts[target]["_survivors"] = [k for k, code in codes.items() if STATUS.get(code) == "survived"]  # type: ignore[assignment]
+        counts[target] = Counter(STATUS[code] for code in codes.values())
+        counts[target]["_survivors"] = [k for k, code in codes.items() if STATUS[code] == "survived"]  # type: ignore[assignment]
     return counts
 
 

@@ -58,20 +58,18 @@ def teacher_targets(dataset: PairDataset, config: DistillConfig, run_dir: Path, 
     if not todo:
         return paths
     stretched = read_info(dataset.dataset).get("config", {}).get("resize", "stretch") == "stretch"
+    from_originals = stretched and "src_image" in dataset.frame
     teacher = Predictor(config.teacher, device=device)
     log.info("distillation: %s labels %d training photos (%s), weight %.2f -> %s", config.teacher, len(todo),
-             "originals" if stretched and "src_image" in dataset.frame else "prepared photos", config.weight, folder)
-    rows = range(len(todo))
+             "originals" if from_originals else "prepared photos", config.weight, folder)
     if progress:
         from tqdm import tqdm
 
-        rows = tqdm(rows, desc=f"teacher {config.teacher}", unit="img")
-    for k in rows:
-        i = todo[k]
+        todo = tqdm(todo, desc=f"teacher {config.teacher}", unit="img")
+    for i in todo:
         photo, mask = dataset.load_pair(i)
-        row = dataset.frame.iloc[i]
-        if stretched and "src_image" in dataset.frame:
-            original = open_image(str(row["src_image"])).convert("RGB")
+        if from_originals:
+            original = open_image(str(dataset.frame.iloc[i]["src_image"])).convert("RGB")
             prob = teacher.predict_one(original)
             prob = np.asarray(Image.fromarray(prob.astype(np.float32), mode="F").resize(
                 (mask.shape[1], mask.shape[0]), Image.Resampling.BILINEAR))
