@@ -138,3 +138,96 @@ def test_a_group_dropping_exactly_the_tolerance_does_not_veto():
     challenger = _table({"a1": 1.0, "a2": 1.0, "b1": 0.75, "b2": 0.75}, GROUPS)
     assert compare_evaluations(champion, challenger, margin=0.0, tolerance=0.25).promote
     assert not compare_evaluations(champion, challenger, margin=0.0, tolerance=0.1875).promote
+
+
+def test_the_default_gate_is_margin_0_005_and_tolerance_0_01():
+    # Binary-exact: a mean gain of 1/128 (0.0078) clears the default margin, 1/256 (0.0039) does not.
+    base = _table({"a1": 0.5, "a2": 0.5})
+    assert compare_evaluations(base, _table({"a1": 0.5, "a2": 0.515625})).promote
+    assert not compare_evaluations(base, _table({"a1": 0.5, "a2": 0.5078125})).promote
+    # Shoes drop by 1/64 (0.0156) > 0.01: vetoed by default; by 1/128 (0.0078): allowed.
+    champion = _table({"a1": 0.5, "a2": 0.5, "b1": 0.5, "b2": 0.5}, GROUPS)
+    for drop, promoted in [(0.015625, False), (0.0078125, True)]:
+        challenger = _table({"a1": 0.75, "a2": 0.75, "b1": 0.5 - drop, "b2": 0.5 - drop}, GROUPS)
+        decision = compare_evaluations(champion, challenger)
+        assert decision.promote is promoted
+        assert (decision.margin, decision.tolerance) == (0.005, 0.01)
+    assert (first_champion().margin, first_champion().tolerance) == (0.005, 0.01)
+    assert (first_champion(0.02, 0.03).margin, first_champion(0.02, 0.03).tolerance) == (0.02, 0.03)
+
+
+def test_the_default_bootstrap_is_seed_0_with_2000_resamples():
+    rng = np.random.default_rng(5)
+    ids = [f"p{i}" for i in range(12)]
+    champion = _table({i: 0.9 for i in ids})
+    challenger = _table({i: 0.9 + d for i, d in zip(ids, rng.normal(0.01, 0.02, 12))})
+    interval = lambda d: (d.overall.ci_low, d.overall.ci_high)  # noqa: E731
+    default = interval(compare_evaluations(champion, challenger))
+    assert default == interval(compare_evaluations(champion, challenger, seed=0, n_boot=2000))
+    assert default != interval(compare_evaluations(champion, challenger, seed=1))
+    assert default != interval(compare_evaluations(champion, challenger, n_boot=2001))
+
+
+def test_a_zero_tolerance_is_allowed():
+    assert compare_evaluations(_table({"a1": 0.9}), _table({"a1": 0.95}), tolerance=0.0).promote
+
+
+def test_every_row_names_its_metric_count_and_direction():
+    champion = _table({"a1": 0.8, "a2": 0.8, "b1": 0.9}, GROUPS, mae={"a1": 0.02, "a2": 0.02, "b1": 0.02},
+                      dice={"a1": 0.9, "a2": 0.9, "b1": 0.9})
+    challenger = _table({"a1": 0.85, "a2": 0.8, "b1": 0.95}, GROUPS, mae={"a1": 0.01, "a2": 0.02, "b1": 0.03},
+                        dice={"a1": 0.9, "a2": 0.9, "b1": 0.9})
+    decision = compare_evaluations(champion, challenger)
+    tops = next(g for g in decision.groups if g.group == "tops")
+    assert (tops.label, tops.n, tops.wins, tops.losses, tops.higher_is_better) == ("IoU tops", 2, 1, 0, True)
+    assert (decision.overall.label, decision.overall.n) == ("IoU overall", 3)
+    mae = next(r for r in decision.extras if r.metric == "mae")
+    # Lower is better: a1 improves, a2 ties (neither), b1 worsens.
+    assert (mae.label, mae.n, mae.wins, mae.losses, mae.higher_is_better) == ("MAE overall", 3, 1, 1, False)
+    assert next(r for r in decision.extras if r.metric == "dice").label == "Dice overall"
+
+
+def test_a_metric_only_one_side_has_is_not_compared():
+    champion = _table({"a1": 0.9}, dice={"a1": 0.95})
+    decision = compare_evaluations(champion, _table({"a1": 0.95}))
+    assert decision.extras == ()
+
+
+def test_a_veto_keeps_the_margin_sentence_first():
+    champion = _table({"a1": 0.5, "a2": 0.5, "b1": 0.5, "b2": 0.5}, GROUPS)
+    challenger = _table({"a1": 1.0, "a2": 1.0, "b1": 0.25, "b2": 0.25}, GROUPS)
+    reasons = compare_evaluations(champion, challenger).reasons
+    assert reasons[0].startswith("mean IoU +0.1250 >= margin") and reasons[1].startswith("group 'shoes' drops")
+
+
+@pytest.mark.parametrize("side", ["champion", "challenger"])
+def test_malformed_table_messages_name_the_side_and_what_is_expected(side):
+    good, broken = _table({"a1": 0.9}), pd.DataFrame({"id": ["a1"], "group": ["all"]})
+    pair = (broken, good) if side == "champion" else (good, broken)
+    with pytest.raises(ComparisonError) as caught:
+        compare_evaluations(*pair)
+    assert str(caught.value) == (f"the {side} evaluation has no column(s) ['iou']; "
+                                 "expected Evaluation.per_image with id, group and iou")
+
+
+def test_an_iou_that_is_not_a_number_at_all_is_refused():
+    broken = pd.DataFrame({"id": ["a1"], "group": ["all"], "iou": pd.Series([None], dtype=object)})
+    with pytest.raises(ComparisonError, match="the challenger evaluation has no IoU for a1"):
+        compare_evaluations(_table({"a1": 0.9}), broken)
+
+
+def test_images_only_one_side_has_are_refused_whichever_side():
+    two, one = _table({"a1": 0.9, "a2": 0.9}), _table({"a1": 0.9})
+    for pair, counts in [((two, one), "1 only in the champion's (a2), 0 only in the challenger's (none)"),
+                         ((one, two), "0 only in the champion's (none), 1 only in the challenger's (a2)")]:
+        with pytest.raises(ComparisonError) as caught:
+            compare_evaluations(*pair)
+        assert str(caught.value) == ("the two evaluations do not cover the same images, so a paired comparison "
+                                     f"would be unfair: {counts}; evaluate both on the same DATASET:split")
+
+
+def test_the_moved_group_message_says_what_to_do():
+    with pytest.raises(ComparisonError) as caught:
+        compare_evaluations(_table({"a1": 0.9}), _table({"a1": 0.9}, {"a1": "shoes"}))
+    assert str(caught.value) == ("images are in different groups in the two evaluations: a1; "
+                                 "the dataset's clusters changed between them, evaluate both again")

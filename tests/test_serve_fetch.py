@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import http.server
 import ipaddress
+import re
+import socket
 import threading
+import time
 
 import pytest
 
-from clearbg.serve.fetch import BlockedAddress, FetchError, checked_address, fetch_url, is_public
+from clearbg.errors import shown
+from clearbg.serve.fetch import BlockedAddress, FetchError, checked_address, default_port, fetch_url, is_public
 
 PHOTO = b"\xff\xd8 pretend jpeg bytes"
 
@@ -39,7 +43,15 @@ def origin():
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            if self.path.startswith("/echo"):  # what the server was asked for, and by whom
+            if self.path == "/stall":  # the first 1001 bytes of a long body, then nothing for a while
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                self.wfile.write(b"x" * 1001)
+                self.wfile.flush()
+                time.sleep(3)
+                return
+            if self.path == "/" or self.path.startswith("/echo"):  # what the server was asked for, and by whom
                 body = f"{self.headers['Host']}|{self.path}|{self.headers['User-Agent']}".encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -216,3 +228,69 @@ def test_https_goes_to_the_checked_address_and_verifies_the_certificate(tls_orig
     # certificate check refuses a certificate no CA signed: the connection is really verified.
     with pytest.raises(FetchError, match="CERTIFICATE_VERIFY_FAILED"):
         fetch_url(tls_origin + "/photo.jpg", max_bytes=1000, allowed=only_127_0_0_1)
+
+
+def test_errors_name_the_url_they_are_about(origin):
+    for path, message in [("/missing", "HTTP 404"), ("/big", "over the limit of 1000 bytes"),
+                          ("/loop", "more than 3 redirects")]:
+        with pytest.raises(FetchError, match="^" + re.escape(f"{shown(origin + path)}: {message}")):
+            fetch_url(origin + path, max_bytes=1000, allowed=only_127_0_0_1)
+    with pytest.raises(FetchError, match=re.escape(f"{shown('ftp://127.0.0.1/x')}: only http")):
+        fetch_url("ftp://127.0.0.1/x", max_bytes=1000)
+    with pytest.raises(FetchError, match="^" + re.escape(f"{shown('no-such-host.invalid')}: cannot resolve")):
+        fetch_url("http://no-such-host.invalid/x", max_bytes=1000)
+
+
+def test_a_refusal_names_the_host_and_every_refused_address():
+    refused = [ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("127.0.0.1")]
+    with pytest.raises(BlockedAddress, match=re.escape(f"{shown('shop.example')} resolves to a non-public address "
+                                                       "(10.0.0.1, 127.0.0.1); not fetched")):
+        checked_address("shop.example", refused)
+    with pytest.raises(BlockedAddress, match=re.escape(f"{shown('127.0.0.1')} resolves to a non-public address (127.0.0.1);")):
+        fetch_url("http://127.0.0.1:9/x", max_bytes=1000)  # one answer, listed once
+
+
+def test_a_body_of_exactly_the_limit_is_fetched_and_one_byte_more_is_not(origin):
+    assert len(fetch_url(origin + "/big", max_bytes=5000, allowed=only_127_0_0_1)) == 5000
+    with pytest.raises(FetchError, match="over the limit of 4999 bytes"):
+        fetch_url(origin + "/big", max_bytes=4999, allowed=only_127_0_0_1)
+
+
+def test_an_oversized_body_is_refused_without_reading_the_rest(origin):
+    # The server sends 1001 of 100000 bytes and stalls: reading past the limit would wait for it.
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="over the limit"):
+        fetch_url(origin + "/stall", max_bytes=1000, allowed=only_127_0_0_1, timeout=2)
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_server_that_never_answers_times_out(scheme):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # the kernel completes the TCP handshake; nothing ever replies
+    try:
+        started = time.monotonic()
+        with pytest.raises(FetchError, match="timed out"):
+            fetch_url(f"{scheme}://127.0.0.1:{silent.getsockname()[1]}/x", max_bytes=1000,
+                      allowed=only_127_0_0_1, timeout=0.5)
+        assert time.monotonic() - started < 3
+    finally:
+        silent.close()
+
+
+def test_a_url_without_a_path_asks_for_the_root(origin):
+    assert fetch_url(origin, max_bytes=1000, allowed=only_127_0_0_1).decode().split("|")[1] == "/"
+
+
+def test_the_host_header_is_the_name_not_the_address(origin):
+    if [info[4][0] for info in socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)] != ["127.0.0.1"]:
+        pytest.skip("localhost does not resolve to 127.0.0.1 alone here")
+    named = origin.replace("127.0.0.1", "localhost")
+    assert fetch_url(named + "/echo", max_bytes=1000, allowed=only_127_0_0_1).decode().split("|")[0] == named[7:]
+
+
+@pytest.mark.parametrize("scheme, port, expected", [("https", None, 443), ("http", None, 80), ("https", 8443, 8443),
+                                                    ("http", 8080, 8080)])
+def test_default_ports(scheme, port, expected):
+    assert default_port(scheme, port) == expected

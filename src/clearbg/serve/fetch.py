@@ -107,9 +107,8 @@ def fetch_url(
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError(f"{shown(url)}: only http:// and https:// URLs with a host are fetched")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        ip = _resolve_checked(parts.hostname, port, allowed)
-        response, connection = _get(parts, ip, port, timeout)
+        ip = _resolve_checked(parts.hostname, allowed)
+        response, connection = _get(parts, ip, default_port(parts.scheme, parts.port), timeout)
         try:
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 url = urljoin(url, response.getheader("Location"))
@@ -127,12 +126,23 @@ def fetch_url(
     raise FetchError(f"{shown(url)}: more than {MAX_REDIRECTS} redirects")
 
 
-def _resolve_checked(host: str, port: int, allowed: Callable[[Address], bool]) -> Address:
+def default_port(scheme: str, port: int | None) -> int:
+    """The port a URL names, else its scheme's (443 for https, 80 for http).
+
+    Example:
+        >>> default_port("https", None), default_port("http", 8080)
+        (443, 8080)
+    """
+    return port or (443 if scheme == "https" else 80)
+
+
+def _resolve_checked(host: str, allowed: Callable[[Address], bool]) -> Address:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as err:  # UnicodeError: a label over 63 characters (IDNA)
         raise FetchError(f"{shown(host)}: cannot resolve ({err})") from err
-    return checked_address(host, [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos], allowed)
+    # ip_address keeps an IPv6 scope (fe80::1%eth0), so a scoped answer is checked as it is.
+    return checked_address(host, [ipaddress.ip_address(info[4][0]) for info in infos], allowed)
 
 
 def checked_address(host: str, addresses: list[Address], allowed: Callable[[Address], bool] = is_public) -> Address:
