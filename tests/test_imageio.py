@@ -604,3 +604,33 @@ def test_save_image_without_suffix_or_format_is_rejected(tmp_path: Path, car: Im
         save_image(car, tmp_path / "car")
     save_image(car, tmp_path / "car", "png")
     assert (tmp_path / "car").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_limit_of_one_pixel_is_valid_and_zero_is_not(monkeypatch):
+    one = Image.new("RGB", (1, 1))
+    buffer = io.BytesIO()
+    one.save(buffer, "PNG")
+    assert open_image(buffer.getvalue(), max_pixels=1).size == (1, 1)
+    with pytest.raises(ValueError, match="^max_pixels must be a positive pixel count, got 0$"):
+        open_image(buffer.getvalue(), max_pixels=0)
+    monkeypatch.setenv("CLEARBG_MAX_PIXELS", "1")
+    assert max_pixels() == 1
+    monkeypatch.setenv("CLEARBG_MAX_PIXELS", "0")
+    with pytest.raises(ClearbgError, match="must be a positive pixel count"):
+        max_pixels()
+
+
+def test_the_size_in_the_refusal_is_in_millions_of_pixels():
+    # 1361 x 2241 = 3 050 001 pixels: 3.1 MP (a divisor a hair off 1e6 would print 3.0).
+    buffer = io.BytesIO()
+    Image.new("1", (1361, 2241)).save(buffer, "PNG")
+    with pytest.raises(ImageTooLarge, match=r"1361x2241 is 3\.1 MP, over the limit"):
+        open_image(buffer.getvalue(), max_pixels=1_000_000)
+
+
+def test_an_unknown_format_lists_what_is_supported():
+    from clearbg.imageio import DECODE_FORMATS
+
+    with pytest.raises(ImageError) as info:
+        open_image(b"definitely not an image", name="note.txt")
+    assert str(info.value) == f"note.txt: not an image, or not a supported format (supported: {', '.join(DECODE_FORMATS)})"

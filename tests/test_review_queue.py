@@ -278,3 +278,57 @@ def test_effort_is_recorded_with_the_decision_and_never_for_a_lost_claim(tmp_pat
     assert [e.item for e in queue.efforts(reviewer="ben")] == [second.id]
     assert efforts[0].decided == queue.get(first.id).decided
     queue.close()
+
+
+def _one(queue: ReviewQueue, i: int, score: float) -> str:
+    item, _ = queue.enqueue(_photo(i), np.full((16, 24), 0.5, np.float32), score=score, model="m", source=f"{i}.jpg")
+    return item.id
+
+
+def test_claims_come_lowest_score_first_then_oldest(tmp_path):
+    queue = ReviewQueue(str(tmp_path / "q.db"), images=str(tmp_path / "images"))
+    first, second = _one(queue, 0, 0.5), _one(queue, 1, 0.5)  # equal scores: the older one first
+    if first < second:  # make the id order disagree with the creation order
+        queue.close()
+        queue = ReviewQueue(str(tmp_path / "q2.db"), images=str(tmp_path / "images2"))
+        first, second = _one(queue, 1, 0.5), _one(queue, 0, 0.5)
+    low = _one(queue, 2, 0.1)
+    assert [queue.claim("r").id for _ in range(3)] == [low, first, second]
+    assert queue.claim("r") is None
+    queue.close()
+
+
+def test_a_claim_lease_and_a_renewal_last_as_long_as_asked(tmp_path):
+    queue = ReviewQueue(str(tmp_path / "q.db"), images=str(tmp_path / "images"), lease_s=600)
+    a, b = _one(queue, 0, 0.1), _one(queue, 1, 0.2)
+    short = queue.claim("short", lease_s=0.3)
+    assert short.id == a and len(short.token) == 32  # 16 random bytes, hex
+    renewed = queue.claim("renewed")
+    assert renewed.id == b
+    before = time.time()
+    item = queue.renew(b, renewed.token, lease_s=0.3)
+    assert before + 0.2 < item.lease_until < time.time() + 0.4  # from now, not from the claim
+    time.sleep(0.5)
+    assert {queue.claim("next").id, queue.claim("next").id} == {a, b}  # both leases ran out
+    queue.close()
+
+
+def test_renew_and_release_need_the_same_item_its_token_and_a_live_claim(tmp_path):
+    queue = ReviewQueue(str(tmp_path / "q.db"), images=str(tmp_path / "images"))
+    a, b = _one(queue, 0, 0.1), _one(queue, 1, 0.2)
+    held_a, held_b = queue.claim("r"), queue.claim("r")
+    for act in (queue.renew, queue.release):
+        with pytest.raises(LeaseLost, match=f"^{b} is no longer yours"):
+            act(b, held_a.token)  # another item's token
+        with pytest.raises(LeaseLost, match=f"^{a} is no longer yours"):
+            act(a, "0" * 32)
+    queue.release(a, held_a.token)
+    released = queue.get(a)
+    assert (released.status, released.lease_until) == ("pending", None)
+    with pytest.raises(LeaseLost, match=f"^{a} is not claimed by you \\(it is pending\\)"):
+        queue.release(a, held_a.token)
+    queue.complete(b, held_b.token, "accept")
+    for act in (queue.renew, queue.release):
+        with pytest.raises(LeaseLost, match=f"^{b} is not claimed by you \\(it is accepted\\)"):
+            act(b, held_b.token)
+    queue.close()
