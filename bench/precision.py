@@ -1,15 +1,17 @@
-"""Engine speed and quality: clearbg's PyTorch path against ONNX Runtime fp32 / int8 / fp16.
+"""The precision ladder: one model's speed and mask quality in every precision and engine.
 
-Everything runs in this one process, one setup after the other, through ``Predictor.predict``
-(photo in -> probability map at the photo's full resolution out; no compositing, no disk
-writes). u2netp is exported once into a temporary folder; int8 is calibrated on train-split
-photos, never on the measured test-split ones. Each setup gets a warm-up, then ``--passes``
-timed passes at batch 1 (one photo per call) and batched (``--batch`` photos per call); the
-table quotes medians, ratios against the PyTorch default and IoU against the ground truth
-(threshold 0.5). The machine is shared, so compare the ratios of one run.
+fp32, bf16 and fp16 on clearbg's PyTorch path, and fp32, fp16 and int8 ONNX exports on ONNX
+Runtime, all through ``Predictor.predict`` (photo in -> probability map at the photo's full
+resolution out; no compositing, no disk writes) in this one process, one setup after the other.
+The photos are the test splits of ``../shared/data`` (fashion 103, cars 15), never used for
+training, selection or int8 calibration (that uses train-split photos). Each setup gets a
+warm-up, then ``--passes`` timed passes over all photos in the CLI's batch mode (one photo per
+core); the table quotes the median, the ratio against PyTorch fp32, and beside each speed the
+mean IoU per domain against the human masks (threshold 0.5) and its difference from fp32 on
+the same photos. The CPU's flags are printed: which precisions are native depends on them.
 
-    python bench/onnx_speed.py                       # 50 fashion photos
-    python bench/onnx_speed.py --n 20 --setups torch,ort-fp32,ort-int8
+    python bench/precision.py                        # u2netp, all setups
+    python bench/precision.py --model fashion --setups torch-fp32,torch-bf16,ort-int8
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,18 +28,29 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DOMAINS = ("fashion", "cars")
 SETUPS = {
-    "torch": "PyTorch, clearbg default (bf16 where native)",
     "torch-fp32": "PyTorch fp32",
-    "ort-fp32": "ONNX Runtime fp32",
-    "ort-int8": "ONNX Runtime int8 (static QDQ)",
-    "ort-fp16": "ONNX Runtime fp16 (CPU provider)",
+    "torch-bf16": "PyTorch bf16 (the default where native)",
+    "torch-fp16": "PyTorch fp16",
+    "ort-fp32": "ONNX Runtime fp32 (what rembg runs)",
+    "ort-fp16": "ONNX Runtime fp16 export",
+    "ort-int8": "ONNX Runtime int8 export (static QDQ)",
 }
+FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_fp16")
 
 
-def rows(split: str) -> list[dict]:
-    with open(DATA / "manifest.csv", newline="") as f:
+def cpu_summary() -> str:
+    """Model name, cores and the instruction-set flags that decide which precision is native."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return f"{name}, {os.cpu_count()} cores, flags: {' '.join(f for f in FLAGS if f in flags) or 'none of ' + ','.join(FLAGS)}"
+
+
+def split_rows(domain: str, split: str) -> list[dict]:
+    with open(DATA / domain / "manifest.csv", newline="") as f:
         return sorted((r for r in csv.DictReader(f) if r["split"] == split), key=lambda r: r["id"])
 
 
@@ -48,90 +60,88 @@ def iou(prob: np.ndarray, truth: np.ndarray) -> float:
     return float(np.logical_and(pred, gt).sum() / union) if union else 1.0
 
 
-def export_variants(folder: Path, calibration: int) -> dict[str, Path]:
-    """u2netp as fp32, fp16 and int8 ONNX files (dynamic batch)."""
+def export_variants(model: str, folder: Path, calibration: int, wanted: list[str]) -> dict[str, Path]:
+    """The model as the ONNX files the ``ort-*`` setups need (dynamic batch); int8 calibrated on
+    ``calibration`` train-split photos of each domain."""
     from clearbg.inference.onnx_export import export_file
 
-    photos = [Image.open(DATA / r["image"]).convert("RGB") for r in rows("train")[:calibration]]
+    photos = [Image.open(DATA / d / r["image"]).convert("RGB")
+              for d in DOMAINS for r in split_rows(d, "train")[:calibration]]
     paths = {}
-    for variant in ("fp32", "fp16", "int8"):
+    for variant in sorted({s.split("-")[1] for s in wanted if s.startswith("ort-")}):
         start = time.perf_counter()
-        paths[variant] = export_file("u2netp", folder / f"u2netp-{variant}.onnx", dynamic_batch=True,
-                                     precision=variant, calibration=photos)
+        paths[variant] = export_file(model, folder / f"model-{variant}.onnx", dynamic_batch=True,
+                                     precision=variant, calibration=photos if variant == "int8" else ())
         print(f"exported {variant} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     return paths
 
 
-def predictor_for(setup: str, files: dict[str, Path], batch: int):
+def predictor_for(setup: str, model: str, files: dict[str, Path]):
     from clearbg.inference.predictor import Predictor
 
-    if setup == "torch":
-        return Predictor("u2netp", device="cpu", batch_size=batch, engine="torch")
-    if setup == "torch-fp32":
-        return Predictor("u2netp", device="cpu", precision="fp32", batch_size=batch, engine="torch")
-    return Predictor(files[setup.split("-")[1]], batch_size=batch, engine="onnxruntime")
+    engine, precision = setup.split("-")
+    if engine == "torch":
+        return Predictor(model, device="cpu", precision=precision, engine="torch")
+    return Predictor(files[precision], engine="onnxruntime")
 
 
-def measure(predictor, photos: list[Image.Image], batch: int, passes: int) -> tuple[float, list[np.ndarray]]:
-    """Median images/s over ``passes`` after one warm-up pass; the last pass's maps."""
-
-    def one_pass() -> list[np.ndarray]:
-        out = []
-        for i in range(0, len(photos), batch):
-            out += predictor.predict(photos[i : i + batch])
-        return out
-
-    maps = one_pass()
-    rates = []
+def measure(predictor, photos: list[Image.Image], passes: int) -> tuple[float, list[np.ndarray]]:
+    """Median images/s over ``passes`` (after a short warm-up) and the last pass's maps."""
+    predictor.predict(photos[:4])
+    rates, maps = [], []
     for _ in range(passes):
         start = time.perf_counter()
-        maps = one_pass()
+        maps = predictor.predict(photos)
         rates.append(len(photos) / (time.perf_counter() - start))
     return statistics.median(rates), maps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=50, help="test-split fashion photos")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--calibration", type=int, default=16, help="train-split photos for int8")
+    parser.add_argument("--model", default="u2netp", help="any model reference (spec name, shipped alias, checkpoint)")
+    parser.add_argument("--passes", type=int, default=1)
+    parser.add_argument("--calibration", type=int, default=8, help="train-split photos per domain for int8")
     parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated subset of " + ",".join(SETUPS))
     args = parser.parse_args()
+    setups = args.setups.split(",")
+    if unknown := [s for s in setups if s not in SETUPS]:
+        sys.exit(f"unknown setups {unknown}; choose from {', '.join(SETUPS)}")
 
-    test = rows("test")[: args.n]
-    photos = [Image.open(DATA / r["image"]).convert("RGB") for r in test]
-    truths = [np.asarray(Image.open(DATA / r["mask"]).convert("L")) for r in test]
+    test = [(d, r) for d in DOMAINS for r in split_rows(d, "test")]
+    photos = [Image.open(DATA / d / r["image"]).convert("RGB") for d, r in test]
+    truths = [np.asarray(Image.open(DATA / d / r["mask"]).convert("L")) for d, r in test]
+    domain_of = np.array([d for d, _ in test])
     results = []
-    with tempfile.TemporaryDirectory(prefix="clearbg-onnx-bench-") as tmp:
-        files = export_variants(Path(tmp), args.calibration)
-        for setup in args.setups.split(","):
-            row = {"setup": setup}
-            for batch in (1, args.batch):
-                print(f"running {setup} batch {batch} ...", file=sys.stderr, flush=True)
-                rate, maps = measure(predictor_for(setup, files, batch), photos, batch, args.passes)
-                row[f"images_per_s_b{batch}"] = rate
-            row["mean_iou"] = float(np.mean([iou(m, t) for m, t in zip(maps, truths)]))
+    with tempfile.TemporaryDirectory(prefix="clearbg-precision-") as tmp:
+        files = export_variants(args.model, Path(tmp), args.calibration, setups)
+        for setup in setups:
+            print(f"running {setup} ...", file=sys.stderr, flush=True)
+            rate, maps = measure(predictor_for(setup, args.model, files), photos, args.passes)
+            scores = np.array([iou(m, t) for m, t in zip(maps, truths)])
+            row = {"setup": setup, "images_per_s": rate}
+            for d in DOMAINS:
+                row[f"{d}_iou"] = float(scores[domain_of == d].mean())
+                row[f"{d}_ge95"] = float((scores[domain_of == d] >= 0.95).mean())
             row["file_mb"] = files[setup.split("-")[1]].stat().st_size / 1e6 if setup.startswith("ort") else None
             results.append(row)
 
-    base = results[0]
-    b1, bn = "images_per_s_b1", f"images_per_s_b{args.batch}"
-    cpu = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
-    print(f"\nu2netp, {len(photos)} test fashion photos, {cpu}; median of {args.passes} passes; "
-          f"ratios vs {base['setup']}\n")
-    header = (f"| {'setup':45s} | img/s b1 | ratio | img/s b{args.batch} | ratio | mean IoU | "
-              f"IoU - {base['setup']:5s} | file MB |")
+    base = next((r for r in results if r["setup"] == "torch-fp32"), results[0])
+    counts = ", ".join(f"{d} {int((domain_of == d).sum())}" for d in DOMAINS)
+    print(f"\n{args.model}; test photos: {counts}; {cpu_summary()}; median of {args.passes} pass(es); "
+          f"differences against {base['setup']}\n")
+    header = ("| setup | images/s | vs fp32 | fashion IoU | Δ fp32 | ≥95 % | cars IoU | Δ fp32 | ≥95 % | file MB |")
     print(header)
-    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        size = f"{r['file_mb']:7.1f}" if r["file_mb"] else "      -"
-        print(f"| {SETUPS[r['setup']]:45s} | {r[b1]:8.2f} | {r[b1] / base[b1]:4.2f}x | {r[bn]:8.2f} | "
-              f"{r[bn] / base[bn]:4.2f}x | {r['mean_iou']:8.4f} | {r['mean_iou'] - base['mean_iou']:+11.4f} | {size} |")
-    out = Path(__file__).parent / "results" / f"onnx-u2netp-cpu{os.cpu_count()}.csv"
+        size = f"{r['file_mb']:.1f}" if r["file_mb"] else "—"
+        cells = [SETUPS[r["setup"]], f"{r['images_per_s']:.2f}", f"{r['images_per_s'] / base['images_per_s']:.2f}×"]
+        for d in DOMAINS:
+            cells += [f"{r[f'{d}_iou']:.4f}", f"{r[f'{d}_iou'] - base[f'{d}_iou']:+.4f}", f"{100 * r[f'{d}_ge95']:.1f}"]
+        print("| " + " | ".join(cells + [size]) + " |")
+    out = Path(__file__).parent / "results" / f"precision-{Path(args.model).stem}-cpu{os.cpu_count()}.csv"
     out.parent.mkdir(exist_ok=True)
     with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["setup", b1, bn, "mean_iou", "file_mb"])
+        writer = csv.DictWriter(f, fieldnames=list(results[0]))
         writer.writeheader()
         writer.writerows(results)
     print(f"\nwritten {out}")

@@ -84,7 +84,7 @@ class OrtNetwork:
         return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0])
 
 
-def ort_network(found: ResolvedModel, precision: str) -> OrtNetwork:
+def ort_network(found: ResolvedModel, precision: str, *, threads: int | None = None) -> OrtNetwork:
     """The ONNX Runtime network for a resolved model.
 
     Args:
@@ -92,6 +92,7 @@ def ort_network(found: ResolvedModel, precision: str) -> OrtNetwork:
             ``clearbg export``, or the export registered with a ``models:/`` version) runs as
             is, converted to fp16 for ``precision="fp16"``; a PyTorch network is exported in
             memory.
+        threads: ONNX Runtime's intra-op threads (default: every core).
         precision: ``auto``/``fp32`` -> fp32, ``fp16`` -> fp16; ``int8`` needs calibration
             photos, so export it with ``clearbg export --int8`` and pass the file. A given
             export file runs in its own precision.
@@ -100,19 +101,19 @@ def ort_network(found: ResolvedModel, precision: str) -> OrtNetwork:
         ExportError: bf16 (ONNX Runtime has no bf16 CPU kernels) or export failure.
     """
     if found.network is None:
-        return OrtNetwork(found.onnx)
+        return OrtNetwork(found.onnx, threads=threads)
     if precision not in ("auto", "fp32", "fp16"):
         raise ExportError(
             f"the onnxruntime engine runs fp32 or fp16 exports, not {precision!r}; "
             "for int8 run `clearbg export --int8` and pass the .onnx file as the model"
         )
     if found.onnx is not None and precision != "fp16":
-        return OrtNetwork(found.onnx)
+        return OrtNetwork(found.onnx, threads=threads)
     if found.onnx is not None:
         import onnx
 
         proto = to_fp16(onnx.load(str(found.onnx)))
         set_metadata(proto, replace(read_metadata(found.onnx), variant="fp16"))
-        return OrtNetwork(proto)
+        return OrtNetwork(proto, threads=threads)
     return OrtNetwork(export_onnx(found.network, found.spec, dynamic_batch=True,
-                                  precision="fp32" if precision == "auto" else precision))
+                                  precision="fp32" if precision == "auto" else precision), threads=threads)
