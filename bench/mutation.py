@@ -74,7 +74,10 @@ def prepare_work(work: Path, targets: list[str]) -> None:
         'source_paths = ["src"]\n'
         f"only_mutate = {json.dumps(files)}\n"
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", "-W", "ignore"]\n'
+        # The queue's PostgreSQL variants run the same code against a second database and
+        # would start a server for every mutant; under mutation the SQLite variants stand in.
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", "-W", "ignore", '
+        '"-k", "not postgresql and not server_database"]\n'
         'process_isolation = "forkserver"\n'  # torch and MLflow are not fork-safe after import
         "timeout_multiplier = 5.0\n"
     )
