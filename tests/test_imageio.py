@@ -634,3 +634,24 @@ def test_an_unknown_format_lists_what_is_supported():
     with pytest.raises(ImageError) as info:
         open_image(b"definitely not an image", name="note.txt")
     assert str(info.value) == f"note.txt: not an image, or not a supported format (supported: {', '.join(DECODE_FORMATS)})"
+
+
+def test_the_temporary_file_is_made_beside_the_target_not_in_the_working_folder(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    atomic_write_bytes(tmp_path / "out" / "cutout.png", b"new")
+    assert (tmp_path / "out" / "cutout.png").read_bytes() == b"new"
+    assert list(elsewhere.iterdir()) == [] and [p.name for p in (tmp_path / "out").iterdir()] == ["cutout.png"]
+
+
+def test_write_errors_say_what_failed_in_words_and_leave_no_temporary_file(tmp_path):
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(StorageError) as info:
+        atomic_write_bytes(tmp_path / "file" / "cutout.png", b"new")  # its folder is a file
+    assert str(info.value).endswith(f"cannot create a file in {tmp_path / 'file'} (File exists)")
+    (tmp_path / "taken").mkdir()  # the target is a folder: the final rename fails
+    with pytest.raises(StorageError) as info:
+        atomic_write_bytes(tmp_path / "taken", b"new")
+    assert str(info.value) == f"{tmp_path / 'taken'}: write failed, target left unchanged (Is a directory)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken"]

@@ -51,6 +51,14 @@ def origin():
                 self.wfile.flush()
                 time.sleep(3)
                 return
+            if self.path == "/cut":  # promises 100 bytes, sends 10, hangs up
+                self.send_response(200)
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b"x" * 10)
+                self.wfile.flush()
+                self.close_connection = True
+                return
             if self.path == "/" or self.path.startswith("/echo"):  # what the server was asked for, and by whom
                 body = f"{self.headers['Host']}|{self.path}|{self.headers['User-Agent']}".encode()
                 self.send_response(200)
@@ -294,3 +302,16 @@ def test_the_host_header_is_the_name_not_the_address(origin):
                                                     ("http", 8080, 8080)])
 def test_default_ports(scheme, port, expected):
     assert default_port(scheme, port) == expected
+
+
+def test_a_body_cut_short_or_a_refused_connection_is_an_error_naming_the_url(origin):
+    with pytest.raises(FetchError) as info:
+        fetch_url(origin + "/cut", max_bytes=1000, allowed=only_127_0_0_1)
+    assert str(info.value).startswith(f"{shown(origin + '/cut')}: ") and str(info.value).endswith("closed after 10 of the 100 bytes promised")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    with pytest.raises(FetchError) as info:
+        fetch_url(f"http://127.0.0.1:{port}/x", max_bytes=1000, allowed=only_127_0_0_1)
+    assert str(info.value).startswith(f"{shown(f'http://127.0.0.1:{port}/x')}: ") and "refused" in str(info.value)

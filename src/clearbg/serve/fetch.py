@@ -116,6 +116,9 @@ def fetch_url(
             if response.status != 200:
                 raise FetchError(f"{shown(url)}: HTTP {response.status}")
             body = response.read(max_bytes + 1)
+            if len(body) <= max_bytes and response.length:  # read(n) returns a cut body without a word
+                raise FetchError(f"{shown(url)}: the connection closed after {len(body)} of the "
+                                 f"{len(body) + response.length} bytes promised")
         except (OSError, http.client.HTTPException) as err:
             raise FetchError(f"{shown(url)}: {err}") from err
         finally:
