@@ -8,6 +8,8 @@ as the median of the last fifth of samples staying near the median of the second
 ``--rembg`` adds what a rembg user runs for a folder, ``rembg p`` (rembg 2.0.86's own command
 line from a private venv, ``bench/rembg_cli.py``), on the same photos and the same official
 u2netp.onnx, timed from process start to exit (clearbg's rows exclude its ~1 s model load).
+Beside each speed, the mean IoU of that run's cutouts of the first cycle (each distinct photo
+once) against the human masks, alpha and mask at 128.
 
     python bench/batch_speed.py                      # 200 images, workers 1 and 2
     python bench/batch_speed.py --images 10000 --workers 2
@@ -47,6 +49,22 @@ def make_source(folder: Path, n: int, photos: int) -> None:
     for i in range(n):
         src = sources[i % len(sources)]
         shutil.copyfile(src, folder / f"c{i // len(sources):03d}_{src.name}")
+
+
+def mean_iou(out: Path, photos: int) -> float:
+    """Mean IoU of the first cycle's cutouts (``c000_<id>.png``) against the human masks."""
+    import numpy as np
+    from PIL import Image
+
+    scores = []
+    for cutout in sorted(out.rglob("c000_*.png"))[:photos]:
+        alpha = np.asarray(Image.open(cutout).convert("RGBA").getchannel("A")) >= 128
+        truth = np.asarray(Image.open(DATA.parent / "masks" / cutout.name.removeprefix("c000_"))) >= 128
+        union = (alpha | truth).sum()
+        scores.append((alpha & truth).sum() / union if union else 1.0)
+    if not scores:
+        raise RuntimeError(f"no cutouts of the first cycle under {out}")
+    return round(float(np.mean(scores)), 4)
 
 
 def child(src: str, out: str, workers: int, batch_size: int) -> dict:
@@ -146,11 +164,12 @@ def main() -> None:
                 capture_output=True, text=True, check=True,
             )
             row = {"tool": "clearbg batch", "workers": workers, "batch_size": args.batch_size,
-                   **json.loads(done.stdout.splitlines()[-1])}
+                   **json.loads(done.stdout.splitlines()[-1]), "mean_iou": mean_iou(out, args.photos)}
             print(row, flush=True)
             rows.append(row)
         if args.rembg:
-            row = {"tool": "rembg p", "workers": 1, "batch_size": 1, **run_rembg(src, Path(tmp) / "out-rembg")}
+            row = {"tool": "rembg p", "workers": 1, "batch_size": 1, **run_rembg(src, Path(tmp) / "out-rembg"),
+                   "mean_iou": mean_iou(Path(tmp) / "out-rembg", args.photos)}
             print(row, flush=True)
             rows.append(row)
     RESULTS.mkdir(exist_ok=True)
@@ -162,10 +181,10 @@ def main() -> None:
             writer.writerow({**row, "machine": f"{platform.machine()} {os.cpu_count()} cores"})
     base = rows[0]["images_per_s"]
     print(f"\n{args.images} fashion photos (cycled), u2netp, {os.cpu_count()} cores")
-    print("| tool | workers | img/s | ratio | peak RSS MiB | RSS 2nd fifth -> last fifth MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| tool | workers | img/s | ratio | mean IoU | peak RSS MiB | RSS 2nd fifth -> last fifth MiB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['tool']} | {r['workers']} | {r['images_per_s']:.2f} | {r['images_per_s'] / base:.2f}x | "
+        print(f"| {r['tool']} | {r['workers']} | {r['images_per_s']:.2f} | {r['images_per_s'] / base:.2f}x | {r['mean_iou']:.4f} | "
               f"{r['peak_rss_mib']:.0f} | {r['rss_early_mib']:.0f} -> {r['rss_late_mib']:.0f} |")
     print(f"wrote {path}")
 

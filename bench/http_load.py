@@ -3,7 +3,9 @@
 Each server runs in its own process on a free loopback port. After a warm-up, ``--clients``
 threads each send ``--requests`` photos (full-size fashion photos, cycled) and wait for the PNG
 cutout; the table gives throughput, latency percentiles and the server's RSS before and after
-the load (growth over 10 % would hint at a leak).
+the load (growth over 10 % would hint at a leak). After the load each distinct photo is sent
+once more and its cutout's alpha scored against the human mask (IoU at 128), so every speed
+figure has the mask quality of the same server beside it.
 
 ``rembg s`` is rembg 2.0.86's own server, started with its own command line from a private
 virtual environment (``bench/rembg_cli.py``; its pins clash with clearbg's), with the official
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import platform
@@ -32,6 +35,8 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+from PIL import Image
 from rembg_cli import rembg_executable
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion"
@@ -44,13 +49,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def photos(n: int) -> list[bytes]:
-    """The first ``n`` test-split photos of the fashion set (then val, then train), as JPEG bytes."""
+def photos(n: int) -> list[tuple[bytes, Path]]:
+    """The first ``n`` test-split photos of the fashion set (then val, then train): JPEG bytes
+    and the human mask's path."""
     with open(DATA / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     order = {"test": 0, "val": 1, "train": 2}
     rows.sort(key=lambda r: (order[r["split"]], r["id"]))
-    return [(DATA / r["image"]).read_bytes() for r in rows[:n]]
+    return [((DATA / r["image"]).read_bytes(), DATA / r["mask"]) for r in rows[:n]]
+
+
+def mean_iou(server: "Server", pairs: list[tuple[bytes, Path]]) -> float:
+    """Mean IoU of the server's cutouts (alpha >= 128) against the human masks (>= 128)."""
+    scores = []
+    with httpx.Client() as client:
+        for data, mask in pairs:
+            response = server.post(client, data)
+            response.raise_for_status()
+            alpha = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGBA").getchannel("A")) >= 128
+            truth = np.asarray(Image.open(mask).convert("L")) >= 128
+            union = (alpha | truth).sum()
+            scores.append((alpha & truth).sum() / union if union else 1.0)
+    return float(np.mean(scores))
 
 
 def rss_mb(pid: int) -> float:
@@ -144,13 +164,14 @@ def hammer(server: Server, images: list[bytes], clients: int, requests: int) -> 
     return latencies, errors, rss_half
 
 
-def load(server: Server, images: list[bytes], clients: int, requests: int) -> dict:
+def load(server: Server, pairs: list[tuple[bytes, Path]], clients: int, requests: int) -> dict:
     """Warm up at full concurrency, then ``clients`` threads x ``requests`` posts.
 
     The warm-up (a tenth of the load, at least 2 requests per client) runs at the same
     concurrency so thread pools and allocator arenas exist before "RSS before" is read: growth
     after that is what a long-running server would keep accumulating.
     """
+    images = [data for data, _ in pairs]
     hammer(server, images, clients, max(2, requests // 10))
     rss_before = rss_mb(server.proc.pid)
     started = time.perf_counter()
@@ -164,6 +185,7 @@ def load(server: Server, images: list[bytes], clients: int, requests: int) -> di
         "p50_ms": round(cuts[49] * 1000), "p95_ms": round(cuts[94] * 1000), "p99_ms": round(cuts[98] * 1000),
         "rss_before_mb": round(rss_before), "rss_half_mb": round(rss_half), "rss_after_mb": round(rss_after),
         "rss_growth_pct": round(100 * (rss_after - rss_before) / rss_before, 1), "mean_batch": "",
+        "mean_iou": round(mean_iou(server, pairs), 4),
     }
     if server.name == "clearbg":
         metrics = httpx.get(server.url + "/metrics").json()
@@ -179,13 +201,13 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=50)
     parser.add_argument("--servers", default="clearbg,rembg")
     args = parser.parse_args()
-    images = photos(args.photos)
+    pairs = photos(args.photos)
     rows = []
     with tempfile.TemporaryDirectory(prefix="http-load-") as tmp:
         for name in args.servers.split(","):
             server = Server(name, args.model, Path(tmp))
             try:
-                rows.append(load(server, images, args.clients, args.requests))
+                rows.append(load(server, pairs, args.clients, args.requests))
             finally:
                 server.stop()
             print(json.dumps(rows[-1]), flush=True)
@@ -197,10 +219,10 @@ def main() -> None:
         writer.writerows(rows)
     print(f"\n{platform.processor() or platform.machine()}, {cores} cores; {args.clients} clients x "
           f"{args.requests} requests of {args.photos} full-size fashion photos -> PNG cutout")
-    print("| server  | req/s | p50 ms | p95 ms | p99 ms | RSS before / half-way / after MB | growth % | mean batch |")
-    print("|---------|-------|--------|--------|--------|----------------------------------|----------|------------|")
+    print("| server  | req/s | p50 ms | p95 ms | p99 ms | mean IoU | RSS before / half-way / after MB | growth % | mean batch |")
+    print("|---------|-------|--------|--------|--------|----------|----------------------------------|----------|------------|")
     for r in rows:
-        print(f"| {r['server']:7s} | {r['req_per_s']:5.2f} | {r['p50_ms']:6d} | {r['p95_ms']:6d} | {r['p99_ms']:6d} | "
+        print(f"| {r['server']:7s} | {r['req_per_s']:5.2f} | {r['p50_ms']:6d} | {r['p95_ms']:6d} | {r['p99_ms']:6d} | {r['mean_iou']:.4f} | "
               f"{r['rss_before_mb']:>10d} / {r['rss_half_mb']:>5d} / {r['rss_after_mb']:>5d}         | {r['rss_growth_pct']:8.1f} | {str(r['mean_batch']):10s} |")
     print(f"\nwritten {out}")
 

@@ -60,6 +60,146 @@ WHAT = {
     "queue": "review queue",
 }
 STATUS = status_by_exit_code  # mutmut's own verdict per exit code
+# Survivors read one by one and judged equivalent: no test can see them because nothing
+# observable changes. They are listed with the survivors but left out of the killed share.
+# A mutant's name holds its function and a number, so a change to that function renumbers
+# them: an entry that no longer names a survivor is reported, to be judged again.
+EQUIVALENT: dict[str, str] = {
+    'clearbg.evaluate.metrics.x_confusion_counts__mutmut_9':
+        '`.to(None)` for `.to(p.device)`: both tensors are already on one device wherever the metric runs',
+    'clearbg.evaluate.metrics.x_confusion_counts__mutmut_46':
+        '`.to(None)` for `.to(torch.int64)`: the counts are int64 sums already',
+    'clearbg.evaluate.compare.x_compare_evaluations__mutmut_57':
+        "`groupby(sort=True)` is pandas' default",
+    'clearbg.evaluate.compare.x_compare_evaluations__mutmut_76':
+        'a metric one side lacks keeps its bare name after the merge, so neither suffixed name exists either way',
+    'clearbg.evaluate.compare.x__pair__mutmut_76':
+        "`validate='one_to_one'`: repeated ids are refused before the merge",
+    'clearbg.evaluate.compare.x__pair__mutmut_80':
+        "`validate='one_to_one'`: repeated ids are refused before the merge",
+    'clearbg.evaluate.compare.x__pair__mutmut_113':
+        '`reset_index(drop=None)`: the extra index column is never read',
+    'clearbg.evaluate.compare.x__pair__mutmut_115':
+        'sort `kind`: ids are unique, every sort gives the same order',
+    'clearbg.evaluate.compare.x__pair__mutmut_117':
+        'sort `kind`: ids are unique, every sort gives the same order',
+    'clearbg.evaluate.compare.x__pair__mutmut_121':
+        'sort `kind`: ids are unique, every sort gives the same order',
+    'clearbg.evaluate.compare.x__pair__mutmut_122':
+        '`reset_index(drop=False)`: the extra index column is never read',
+    'clearbg.evaluate.compare.x__row__mutmut_2':
+        '`to_numpy(dtype=None)`: `_pair` has checked the column is finite numbers',
+    'clearbg.evaluate.compare.x__row__mutmut_4':
+        '`to_numpy(dtype=None)`: `_pair` has checked the column is finite numbers',
+    'clearbg.batch.journal.xǁJournalǁ_chunks__mutmut_6':
+        "fsspec's `ls(detail=None)` lists names like `detail=False`",
+    'clearbg.batch.journal.xǁJournalǁ_chunks__mutmut_8':
+        "the local filesystem's `ls` default gives the same sorted names here",
+    'clearbg.batch.journal.xǁJournalǁ_chunks__mutmut_30':
+        'the journal is ASCII JSON (`json.dumps` escapes the rest), any encoding reads it',
+    'clearbg.batch.journal.xǁJournalǁ_chunks__mutmut_32':
+        'the journal is ASCII JSON (`json.dumps` escapes the rest), any encoding reads it',
+    'clearbg.batch.journal.xǁJournalǁ_chunks__mutmut_34':
+        '`UTF-8` and `utf-8` name one codec',
+    'clearbg.batch.journal.xǁJournalǁopen__mutmut_30':
+        'the journal is ASCII JSON (`json.dumps` escapes the rest), any encoding writes it',
+    'clearbg.batch.journal.xǁJournalǁopen__mutmut_33':
+        'the journal is ASCII JSON (`json.dumps` escapes the rest), any encoding writes it',
+    'clearbg.batch.journal.xǁJournalǁopen__mutmut_37':
+        '`UTF-8` and `utf-8` name one codec',
+    'clearbg.batch.journal.xǁJournalǁadd__mutmut_7':
+        'key order inside a JSON line is never read',
+    'clearbg.batch.journal.xǁJournalǁadd__mutmut_9':
+        'key order inside a JSON line is never read',
+    'clearbg.batch.journal.xǁJournalǁadd__mutmut_10':
+        'key order inside a JSON line is never read',
+    'clearbg.batch.journal.xǁJournalǁadd__mutmut_14':
+        "a part's name only has to grow with time within one job; local time does",
+    'clearbg.batch.journal.xǁJournalǁadd__mutmut_16':
+        '`utc` and `UTC` name one zone',
+    'clearbg.batch.journal.xǁJournalǁadd__mutmut_17':
+        'the name still grows with time (a constant prefix and suffix)',
+    'clearbg.batch.journal.xǁJournalǁadd__mutmut_18':
+        '`%y%m%d` then the epoch seconds (`%s`): the name still grows with time',
+    'clearbg.batch.journal.xǁJournalǁadd__mutmut_20':
+        'one more hex digit of the random suffix',
+    'clearbg.batch.journal.xǁJournalǁclose__mutmut_2':
+        "a closed journal's file handle is never used again, `None` or `''`",
+    'clearbg.batch.journal.xǁJournalǁwrite_results__mutmut_29':
+        '`to_parquet(index=None)` stores a RangeIndex as metadata only, readers get the same table',
+    'clearbg.imageio.xǁ_PillowGuardOffǁ__init____mutmut_1':
+        'runs once at import, before mutmut can switch any mutant on',
+    'clearbg.imageio.xǁ_PillowGuardOffǁ__init____mutmut_2':
+        'runs once at import, before mutmut can switch any mutant on',
+    'clearbg.imageio.xǁ_PillowGuardOffǁ__init____mutmut_3':
+        'runs once at import, before mutmut can switch any mutant on',
+    'clearbg.imageio.xǁ_PillowGuardOffǁ__init____mutmut_4':
+        'runs once at import, before mutmut can switch any mutant on',
+    'clearbg.imageio.x_open_image__mutmut_8':
+        '`read(None)` for `read(1)`: only emptiness is tested',
+    'clearbg.imageio.x_open_image__mutmut_9':
+        '`read(2)` for `read(1)`: only emptiness is tested',
+    'clearbg.imageio.x_open_image__mutmut_12':
+        "Pillow's `Image.open` rewinds to 0 before it sniffs each format",
+    'clearbg.imageio.x__decode__mutmut_17':
+        "the message of a Pillow bomb error, unreachable while our guard has Pillow's limit off",
+    'clearbg.imageio.x_atomic_write_bytes__mutmut_19':
+        "the temp file's first mode; it is chmod-ed to the final mode before the rename",
+    'clearbg.imageio.x_atomic_write_bytes__mutmut_22':
+        "the temp file's first mode; it is chmod-ed to the final mode before the rename",
+    'clearbg.imageio.x_atomic_write_bytes__mutmut_46':
+        '`unlink` of our own temp file; nothing makes it fail',
+    'clearbg.serve.fetch.x_fetch_url__mutmut_1':
+        'the default timeout; the server always passes its own',
+    'clearbg.serve.fetch.x_fetch_url__mutmut_43':
+        'HTTP header names are case-insensitive (`getheader` too)',
+    'clearbg.serve.fetch.x_fetch_url__mutmut_44':
+        'HTTP header names are case-insensitive (`getheader` too)',
+    'clearbg.serve.fetch.x_fetch_url__mutmut_52':
+        'HTTP header names are case-insensitive (`getheader` too)',
+    'clearbg.serve.fetch.x_fetch_url__mutmut_53':
+        'HTTP header names are case-insensitive (`getheader` too)',
+    'clearbg.serve.fetch.xǁ_PinnedHTTPSConnectionǁ__init____mutmut_4':
+        '`HTTPSConnection` without a context makes a verifying default one',
+    'clearbg.serve.fetch.xǁ_PinnedHTTPSConnectionǁ__init____mutmut_8':
+        '`HTTPSConnection` without a context makes a verifying default one',
+    'clearbg.serve.fetch.x__get__mutmut_38':
+        'HTTP header names are case-insensitive; http.client sees `host` in any case',
+    'clearbg.serve.fetch.x__get__mutmut_39':
+        'HTTP header names are case-insensitive; http.client sees `host` in any case',
+    'clearbg.serve.fetch.x__get__mutmut_45':
+        'HTTP header names are case-insensitive',
+    'clearbg.serve.fetch.x__get__mutmut_46':
+        'HTTP header names are case-insensitive',
+    'clearbg.review.queue.xǁReviewQueueǁenqueue__mutmut_35':
+        'Pillow format names are case-insensitive',
+    'clearbg.review.queue.xǁReviewQueueǁcomplete__mutmut_41':
+        'Pillow format names are case-insensitive',
+    'clearbg.review.queue.xǁReviewQueueǁclaim__mutmut_12':
+        'how many candidates one query fetches; the loop asks again',
+    'clearbg.review.queue.xǁReviewQueueǁclaim__mutmut_22':
+        'how many candidates one query fetches; the loop asks again',
+    'clearbg.review.queue.xǁReviewQueueǁclaim__mutmut_15':
+        'the id only breaks ties of score and creation time to the millisecond',
+    'clearbg.review.queue.xǁReviewQueueǁclaim__mutmut_18':
+        'the id only breaks ties of score and creation time to the millisecond',
+    'clearbg.review.queue.xǁReviewQueueǁrenew__mutmut_14':
+        "a claim's token is cleared when it ends, so the token check alone refuses",
+    'clearbg.review.queue.xǁReviewQueueǁrelease__mutmut_12':
+        "a claim's token is cleared when it ends, so the token check alone refuses",
+    'clearbg.review.queue.xǁReviewQueueǁcomplete__mutmut_72':
+        "a claim's token is cleared when it ends, so the token check alone refuses",
+    'clearbg.review.queue.xǁReviewQueueǁrelease__mutmut_5':
+        'a released item is pending, so the status check alone refuses its old token',
+    'clearbg.review.queue.xǁReviewQueueǁcomplete__mutmut_65':
+        'a completed item is not claimed, so the status check alone refuses its old token',
+    'clearbg.review.queue.x_item_key__mutmut_7':
+        '`to_bytes` is big-endian by default (Python 3.11+)',
+    'clearbg.review.queue.x__claimable__mutmut_8':
+        'only claimed items have a lease (pending and decided ones have none)',
+    'clearbg.review.queue.x__claimable__mutmut_11':
+        "a lease ending at exactly the database's current float time",
+}
 
 
 def prepare_work(work: Path, targets: list[str]) -> None:
@@ -93,7 +233,10 @@ def read_results(work: Path, targets: list[str]) -> dict[str, Counter]:
         codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
         codes = {k: code for k, code in codes.items() if k in focus(target, list(codes))}
         counts[target] = Counter(STATUS[code] for code in codes.values())
-        counts[target]["_survivors"] = [k for k, code in codes.items() if STATUS[code] == "survived"]  # type: ignore[assignment]
+        survivors = [k for k, code in codes.items() if STATUS[code] == "survived"]
+        counts[target]["survived"] -= sum(k in EQUIVALENT for k in survivors)
+        counts[target]["equivalent"] = sum(k in EQUIVALENT for k in survivors)
+        counts[target]["_survivors"] = survivors  # type: ignore[assignment]
     return counts
 
 
@@ -112,7 +255,8 @@ def focus(target: str, names: list[str]) -> set[str]:
 
 
 def killed_share(c: Counter) -> float:
-    """Killed among the mutants that were judged (timeouts count as killed: the test noticed)."""
+    """Killed among the mutants that were judged, equivalent ones left out (timeouts count as
+    killed: the test noticed)."""
     judged = c["killed"] + c["timeout"] + c["survived"] + c["no tests"] + c["segfault"]
     return (c["killed"] + c["timeout"] + c["segfault"]) / judged if judged else float("nan")
 
@@ -143,18 +287,22 @@ def main() -> int:
     minutes = (time.perf_counter() - started) / 60
     counts = read_results(work, targets)
 
-    print(f"\n| target | what | mutants | killed | survived | no tests | timeout | killed share |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print(f"\n| target | what | mutants | killed | timeout | survived | equivalent | no tests | killed share |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     total = Counter()
     for target in targets:
         c = counts[target]
         total.update({k: v for k, v in c.items() if k != "_survivors"})
         n = sum(v for k, v in c.items() if k != "_survivors")
-        print(f"| {target} | {WHAT[target]} | {n} | {c['killed']} | {c['survived']} | {c['no tests']} | "
-              f"{c['timeout']} | {killed_share(c):.1%} |")
+        print(f"| {target} | {WHAT[target]} | {n} | {c['killed']} | {c['timeout']} | {c['survived']} | "
+              f"{c['equivalent']} | {c['no tests']} | {killed_share(c):.1%} |")
     n = sum(total.values())
-    print(f"| **all** | | {n} | {total['killed']} | {total['survived']} | {total['no tests']} | "
-          f"{total['timeout']} | **{killed_share(total):.1%}** |")
+    print(f"| **all** | | {n} | {total['killed']} | {total['timeout']} | {total['survived']} | "
+          f"{total['equivalent']} | {total['no tests']} | **{killed_share(total):.1%}** |")
+    judged = {k for t in targets for k in EQUIVALENT if any(fnmatch.fnmatch(k, p) for p in patterns(t))}
+    stale = sorted(judged - {k for t in targets for k in counts[t]["_survivors"]})
+    if stale:
+        print(f"\nEQUIVALENT entries that name no survivor any more (judge again): {', '.join(stale)}")
     print(f"\nmutmut 3 exit {run.returncode}; {minutes:.0f} min; host {os.cpu_count()} CPUs")
 
     lines = [f"# Surviving mutants ({time.strftime('%Y-%m-%d')}, bench/mutation.py)\n"]
@@ -162,7 +310,8 @@ def main() -> int:
         for name in counts[target]["_survivors"]:
             diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, env=env,
                                   capture_output=True, text=True).stdout
-            lines.append(f"## {target}: `{name}`\n\n```diff\n{_strip_ansi(diff).strip()}\n```\n")
+            verdict = f"Equivalent: {EQUIVALENT[name]}\n\n" if name in EQUIVALENT else ""
+            lines.append(f"## {target}: `{name}`\n\n{verdict}```diff\n{_strip_ansi(diff).strip()}\n```\n")
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text("\n".join(lines))
     print(f"survivors and their diffs: {args.report}")

@@ -173,17 +173,17 @@ def test_a_zero_tolerance_is_allowed():
 
 
 def test_every_row_names_its_metric_count_and_direction():
-    champion = _table({"a1": 0.8, "a2": 0.8, "b1": 0.9}, GROUPS, mae={"a1": 0.02, "a2": 0.02, "b1": 0.02},
-                      dice={"a1": 0.9, "a2": 0.9, "b1": 0.9})
-    challenger = _table({"a1": 0.85, "a2": 0.8, "b1": 0.95}, GROUPS, mae={"a1": 0.01, "a2": 0.01, "b1": 0.03},
-                        dice={"a1": 0.9, "a2": 0.9, "b1": 0.9})
+    champion = _table({"a1": 0.8, "a2": 0.8, "b1": 0.9, "b2": 0.9}, GROUPS,
+                      mae={"a1": 0.02, "a2": 0.02, "b1": 0.02, "b2": 0.02}, dice=dict.fromkeys(GROUPS, 0.9))
+    challenger = _table({"a1": 0.85, "a2": 0.8, "b1": 0.95, "b2": 0.9}, GROUPS,
+                        mae={"a1": 0.01, "a2": 0.01, "b1": 0.03, "b2": 0.02}, dice=dict.fromkeys(GROUPS, 0.9))
     decision = compare_evaluations(champion, challenger)
     tops = next(g for g in decision.groups if g.group == "tops")
     assert (tops.label, tops.n, tops.wins, tops.losses, tops.higher_is_better) == ("IoU tops", 2, 1, 0, True)
-    assert (decision.overall.label, decision.overall.n) == ("IoU overall", 3)
+    assert (decision.overall.label, decision.overall.n) == ("IoU overall", 4)
     mae = next(r for r in decision.extras if r.metric == "mae")
-    # Lower is better: a1 and a2 improve, b1 worsens.
-    assert (mae.label, mae.n, mae.wins, mae.losses, mae.higher_is_better) == ("MAE overall", 3, 2, 1, False)
+    # Lower is better: a1 and a2 improve, b1 worsens, b2 ties (neither).
+    assert (mae.label, mae.n, mae.wins, mae.losses, mae.higher_is_better) == ("MAE overall", 4, 2, 1, False)
     assert next(r for r in decision.extras if r.metric == "dice").label == "Dice overall"
 
 

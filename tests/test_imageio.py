@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import warnings
@@ -655,3 +657,17 @@ def test_write_errors_say_what_failed_in_words_and_leave_no_temporary_file(tmp_p
         atomic_write_bytes(tmp_path / "taken", b"new")
     assert str(info.value) == f"{tmp_path / 'taken'}: write failed, target left unchanged (Is a directory)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken"]
+
+
+def test_the_temporary_file_is_on_the_targets_filesystem(tmp_path, monkeypatch):
+    # A temp file made anywhere else could not be renamed over the target (EXDEV).
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem to work from")
+    elsewhere = Path(tempfile.mkdtemp(dir=other))
+    try:
+        monkeypatch.chdir(elsewhere)
+        atomic_write_bytes(tmp_path / "cutout.png", b"new")
+        assert (tmp_path / "cutout.png").read_bytes() == b"new"
+    finally:
+        shutil.rmtree(elsewhere)

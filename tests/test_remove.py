@@ -116,3 +116,13 @@ def test_result_too_large_for_its_format_is_refused_naming_the_output(remover, t
     with pytest.raises(OutputTooLarge, match="x.webp: the 8x20000 result is too large for WEBP"):
         clearbg.remove(tall.getvalue(), remover=remover, out=tmp_path / "x.webp")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_cpu_units_named_agree_with_the_precision_chosen():
+    import torch
+
+    from clearbg.inference.predictor import CPU_FEATURES, cpu_features, default_precision
+
+    features = cpu_features()
+    assert set(features) <= set(CPU_FEATURES.values())
+    assert (default_precision(torch.device("cpu")) == "bf16") == bool({"AMX-BF16", "AVX512-BF16"} & set(features))

@@ -366,6 +366,8 @@ def test_complete_checks_its_arguments_and_clears_the_claim(tmp_path):
         ({"decision": "accept", "mask": np.zeros((16, 24), np.uint8)},
          f"{a}: a corrected mask goes with decision 'correct', and only with it"),
         ({"decision": "correct", "mask": wrong_size}, f"the corrected mask of {a} is 3x3, but its photo is"),
+        ({"decision": "correct", "mask": Image.new("RGB", (24, 16))},
+         f"a corrected mask must be greyscale (mode L or 1), got a RGB image for {a}"),
         ({"decision": "accept", "seconds": -1.0}, f"seconds spent on {a} must be a non-negative number, got -1.0"),
         ({"decision": "accept", "strokes": -1}, f"strokes on {a} must be a non-negative count, got -1"),
     ]:

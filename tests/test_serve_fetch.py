@@ -59,6 +59,13 @@ def origin():
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            if self.path == "/slow-body":  # headers at once, the body never
+                self.send_response(200)
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.flush()
+                time.sleep(3)
+                return
             if self.path == "/" or self.path.startswith("/echo"):  # what the server was asked for, and by whom
                 body = f"{self.headers['Host']}|{self.path}|{self.headers['User-Agent']}".encode()
                 self.send_response(200)
@@ -308,6 +315,11 @@ def test_a_body_cut_short_or_a_refused_connection_is_an_error_naming_the_url(ori
     with pytest.raises(FetchError) as info:
         fetch_url(origin + "/cut", max_bytes=1000, allowed=only_127_0_0_1)
     assert str(info.value).startswith(f"{shown(origin + '/cut')}: ") and str(info.value).endswith("closed after 10 of the 100 bytes promised")
+    with pytest.raises(FetchError, match="closed after 10 of the 100 bytes"):  # cut exactly at the limit
+        fetch_url(origin + "/cut", max_bytes=10, allowed=only_127_0_0_1)
+    with pytest.raises(FetchError) as info:
+        fetch_url(origin + "/slow-body", max_bytes=1000, allowed=only_127_0_0_1, timeout=0.5)
+    assert str(info.value) == f"{shown(origin + '/slow-body')}: timed out"
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]

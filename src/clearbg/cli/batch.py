@@ -75,7 +75,9 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
                 spark=SparkSession.getActiveSession(), **common,
             )
         else:
-            summary = run_batch(inputs, out_dir, Predictor(model, device=device, batch_size=batch_size), **common)
+            predictor = Predictor(model, device=device, batch_size=batch_size)
+            click.echo(predictor.summary, err=True)
+            summary = run_batch(inputs, out_dir, predictor, **common)
     except (ClearbgError, ValueError) as err:
         raise click.ClickException(printable(str(err))) from err
     click.echo(

@@ -60,6 +60,7 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
             **edge_settings(edges),
         )
         predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size, engine=engine)
+        click.echo(predictor.summary, err=True)
         review = review_settings(review_below, review_share, queue_url, queue_images)
         gate = build_gate(predictor, review, job=f"remove {out_dir}")
         report = remove_files(

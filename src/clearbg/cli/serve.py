@@ -65,6 +65,7 @@ def serve_command(host, port, model, device, precision, engine, api_key, allow_u
         predictor = Predictor(model, device=device, precision=precision, engine=engine)
         review = review_settings(review_below, review_share, queue_url, queue_images)
         build_gate(predictor, review, job="serve")  # a missing calibration or queue stops it here, like the model
+        click.echo(predictor.summary, err=True)
     except (ClearbgError, ValueError, OSError) as err:
         raise click.ClickException(f"not serving: {err}") from err
     app = create_app(settings, model, device=device, precision=precision, engine=engine, predictor=predictor,

@@ -72,7 +72,7 @@ def watch_command(folder, out_dir, model, mask_only, bg_color, canvas, fmt, inte
     try:
         options = make_options(mask_only=mask_only, bg_color=bg_color, canvas=canvas, **edge_settings(edges))
         predictor = Predictor(model, device=device, batch_size=batch_size)
-        click.echo(f"watching {printable(folder)} -> {printable(out_dir)} ({predictor.spec.name}); Ctrl-C to stop",
+        click.echo(f"watching {printable(folder)} -> {printable(out_dir)} ({predictor.summary}); Ctrl-C to stop",
                    err=True)
         summary = watch_folder(folder, out_dir, predictor,
                                options=options,

@@ -53,6 +53,22 @@ class Prediction:
     flipped: np.ndarray | None = None
 
 
+# CPU flags (Linux /proc/cpuinfo) that decide which precision runs fast, with their usual names.
+CPU_FEATURES = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "amx_int8": "AMX-INT8",
+                "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI", "avx512_fp16": "AVX512-FP16"}
+
+
+def cpu_features() -> list[str]:
+    """The matrix and vector units of this CPU that matter for inference precision (names from
+    ``CPU_FEATURES``); empty where /proc/cpuinfo is missing or lists none of them."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [name for flag, name in CPU_FEATURES.items() if flag in flags]
+
+
 def default_precision(device: torch.device) -> str:
     """bf16 where the hardware computes it natively, else fp32 (fp16 on CUDA)."""
     if device.type == "cuda":
@@ -128,6 +144,14 @@ class Predictor:
         self.batch_size = max(1, int(batch_size or default_batch))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    @property
+    def summary(self) -> str:
+        """What runs, in one line: ``u2netp.official on cpu: torch bf16 (AMX-BF16, ...)``."""
+        line = f"{self.spec.name} on {self.device.type}: {self.engine} {self.precision}"
+        if self.device.type == "cpu":
+            line += f" ({', '.join(cpu_features()) or 'no bf16 or int8 units'}; {torch.get_num_threads()} cores)"
+        return line
 
     @property
     def input_size(self) -> int:
