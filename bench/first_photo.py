@@ -79,12 +79,16 @@ def main() -> None:
         shutil.copy(cached_onnx(get_spec("u2netp")), home / "u2netp.onnx")
         env = dict(os.environ, U2NET_HOME=str(home))
         commands = {
-            "clearbg remove PHOTO --out OUT": lambda p, o: [sys.executable, "-m", "clearbg", "remove", str(p), "--out", str(o)],
+            # --out is a folder for clearbg: the cutout lands in it as <stem>.png
+            "clearbg remove PHOTO --out DIR": lambda p, o: [sys.executable, "-m", "clearbg", "remove", str(p),
+                                                            "--out", str(o.with_suffix(""))],
             "rembg i PHOTO OUT": lambda p, o: [str(rembg_executable()), "i", "-m", "u2net_custom", "-x",
                                                json.dumps({"model_path": str(home / "u2netp.onnx")}), str(p), str(o)],
         }
         for tool, command in commands.items():  # warm the page cache and any first-run downloads
-            subprocess.run(command(pairs[0][0], Path(tmp) / "warm.png"), env=env, check=True, capture_output=True)
+            warm = subprocess.run(command(pairs[0][0], Path(tmp) / "warm.png"), env=env, capture_output=True, text=True)
+            if warm.returncode:
+                sys.exit(f"{tool} failed:\n{warm.stderr[-2000:]}")
         seconds = {tool: [] for tool in commands}
         scores = {tool: [] for tool in commands}
         for run in range(args.runs):
@@ -92,8 +96,9 @@ def main() -> None:
                 for tool, command in commands.items():
                     out = Path(tmp) / f"{len(scores[tool])}-{tool.split()[0]}.png"
                     seconds[tool].append(timed(command(photo, out), env))
+                    written = out.with_suffix("") / f"{photo.stem}.png" if tool.startswith("clearbg") else out
                     if run == 0:
-                        scores[tool].append(iou(out, mask))
+                        scores[tool].append(iou(written, mask))
         heavy = import_seconds(pairs[0][0], Path(tmp) / "profiled.png")
 
     base = statistics.median(seconds["rembg i PHOTO OUT"])
