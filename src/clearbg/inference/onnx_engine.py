@@ -8,7 +8,7 @@ a checkpoint is exported in memory first (a few seconds for u2netp); a registere
 ONNX export logged with it (``clearbg register``).
 
 Why ONNX Runtime: one self-describing file serves this engine, browsers (onnxruntime-web) and
-other runtimes, and its int8 export keeps fp32's masks at 2.4x ONNX Runtime fp32 on CPUs with
+other runtimes, and its int8 export keeps fp32's masks at about 2x ONNX Runtime fp32 on CPUs with
 VNNI (bench/precision.py).
 """
 
@@ -34,6 +34,10 @@ def session_options(threads: int | None = None) -> "onnxruntime.SessionOptions":
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     options.intra_op_num_threads = threads or cores or 1
+    # Idle threads sleep instead of spinning: the predictor calls one session from a worker per
+    # core, and spinning threads of the other calls took the cores (1.6x slower on 2 cores),
+    # while one photo alone still gets every core (bench/precision.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -84,7 +88,7 @@ class OrtNetwork:
         return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0])
 
 
-def ort_network(found: ResolvedModel, precision: str, *, threads: int | None = None) -> OrtNetwork:
+def ort_network(found: ResolvedModel, precision: str) -> OrtNetwork:
     """The ONNX Runtime network for a resolved model.
 
     Args:
@@ -92,7 +96,6 @@ def ort_network(found: ResolvedModel, precision: str, *, threads: int | None = N
             ``clearbg export``, or the export registered with a ``models:/`` version) runs as
             is, converted to fp16 for ``precision="fp16"``; a PyTorch network is exported in
             memory.
-        threads: ONNX Runtime's intra-op threads (default: every core).
         precision: ``auto``/``fp32`` -> fp32, ``fp16`` -> fp16; ``int8`` needs calibration
             photos, so export it with ``clearbg export --int8`` and pass the file. A given
             export file runs in its own precision.
@@ -101,19 +104,19 @@ def ort_network(found: ResolvedModel, precision: str, *, threads: int | None = N
         ExportError: bf16 (ONNX Runtime has no bf16 CPU kernels) or export failure.
     """
     if found.network is None:
-        return OrtNetwork(found.onnx, threads=threads)
+        return OrtNetwork(found.onnx)
     if precision not in ("auto", "fp32", "fp16"):
         raise ExportError(
             f"the onnxruntime engine runs fp32 or fp16 exports, not {precision!r}; "
             "for int8 run `clearbg export --int8` and pass the .onnx file as the model"
         )
     if found.onnx is not None and precision != "fp16":
-        return OrtNetwork(found.onnx, threads=threads)
+        return OrtNetwork(found.onnx)
     if found.onnx is not None:
         import onnx
 
         proto = to_fp16(onnx.load(str(found.onnx)))
         set_metadata(proto, replace(read_metadata(found.onnx), variant="fp16"))
-        return OrtNetwork(proto, threads=threads)
+        return OrtNetwork(proto)
     return OrtNetwork(export_onnx(found.network, found.spec, dynamic_batch=True,
-                                  precision="fp32" if precision == "auto" else precision), threads=threads)
+                                  precision="fp32" if precision == "auto" else precision))

@@ -13,7 +13,7 @@ Variants:
     fp32: the exported graph (max abs diff to PyTorch fp32 ~3e-6).
     fp16: weights and compute in float16, inputs and outputs kept float32 (ONNX Runtime's own
         ``float16`` converter inserts the casts). Same IoU as fp32, half the file size; its
-        speed depends on the CPU (bench/precision.py: 1.16x fp32 on an AVX512-FP16 host).
+        speed depends on the CPU (bench/precision.py: about fp32's speed on an AVX512-FP16 host).
     int8: static QDQ quantisation (ONNX Runtime), per-channel int8 weights and uint8
         activations, calibrated on real photos; the few convs that int8 weights would break
         keep 16-bit weights (``fragile_convs``). See bench/precision.py for speed and IoU.

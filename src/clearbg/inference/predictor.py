@@ -2,7 +2,7 @@
 
 One ``Predictor`` loads a model once and runs batches. On CPU it folds BatchNorm into the convs,
 fuses ReLU into oneDNN's convolution, and computes in channels-last bfloat16 where the CPU has
-native bf16 (AVX512-BF16 / AMX): 2.8x fp32's images/s on the same weights, for 0.0015 mean IoU
+native bf16 (AVX512-BF16 / AMX): about 3x fp32's images/s on the same weights, for 0.0015 mean IoU
 on the fashion test photos (bench/precision.py; ``precision="fp32"`` for fp32's masks).
 
 Batches on CPU run one photo per core (each worker thread with one intra-op thread) rather than
@@ -124,10 +124,7 @@ class Predictor:
         if engine == "onnxruntime":
             from clearbg.inference.onnx_engine import ort_network
 
-            # One photo per core (``map``) with one ONNX Runtime thread each: sessions that
-            # each spread over every core would fight over them (1.7x slower on 2 cores).
-            per_core = (batch_size or cores) > 1 and cores > 1
-            network = ort_network(found, precision, threads=1 if per_core else None)
+            network = ort_network(found, precision)
             # Pre/post-processing on the CPU in float32; ONNX Runtime picks its own provider.
             self.device, self.dtype, self.precision = torch.device("cpu"), torch.float32, network.metadata.variant
             self.module, self.spec = network, network.spec
