@@ -48,10 +48,10 @@ def test_remove_writes_each_good_photo_and_reports_bad_ones_with_nonzero_exit(ph
     assert "broken.jpg" in result.stderr and "truncated" in result.stderr
     assert "3 written" in result.stderr and "1 failed" in result.stderr
     # It says what ran and why that precision: the model, the engine, the CPU units it found.
-    from clearbg.inference.predictor import cpu_features
+    from clearbg.inference.cpu import int8_native
 
-    precision = "bf16" if {"AMX-BF16", "AVX512-BF16"} & set(cpu_features()) else "fp32"
-    assert result.stderr.splitlines()[0].startswith(f"u2netp.official on cpu: torch {precision} (")
+    runs = "onnxruntime int8" if int8_native() else "torch fp32"
+    assert result.stderr.splitlines()[0].startswith(f"u2netp.official on cpu: {runs} (")
     for name, source in [("a", photo_folder / "a.jpg"), ("c", photo_folder / "c.png")]:
         cut = Image.open(out / f"{name}.png")
         assert cut.mode == "RGBA" and cut.size == Image.open(source).size

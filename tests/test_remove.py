@@ -121,8 +121,11 @@ def test_result_too_large_for_its_format_is_refused_naming_the_output(remover, t
 def test_the_cpu_units_named_agree_with_the_precision_chosen():
     import torch
 
-    from clearbg.inference.predictor import CPU_FEATURES, cpu_features, default_precision
+    from clearbg.inference.cpu import CPU_FEATURES, INT8_UNITS, cpu_features
+    from clearbg.inference.predictor import default_precision
 
     features = cpu_features()
     assert set(features) <= set(CPU_FEATURES.values())
-    assert (default_precision(torch.device("cpu")) == "bf16") == bool({"AMX-BF16", "AVX512-BF16"} & set(features))
+    # int8 only for U2-Net (measured) on CPUs with int8 units; bf16 is never chosen for the user.
+    assert (default_precision(torch.device("cpu"), "u2netp") == "int8") == bool(set(INT8_UNITS) & set(features))
+    assert default_precision(torch.device("cpu"), "isnet") == default_precision(torch.device("cpu")) == "fp32"

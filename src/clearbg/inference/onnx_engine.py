@@ -96,20 +96,22 @@ def ort_network(found: ResolvedModel, precision: str) -> OrtNetwork:
             ``clearbg export``, or the export registered with a ``models:/`` version) runs as
             is, converted to fp16 for ``precision="fp16"``; a PyTorch network is exported in
             memory.
-        precision: ``auto``/``fp32`` -> fp32, ``fp16`` -> fp16; ``int8`` needs calibration
-            photos, so export it with ``clearbg export --int8`` and pass the file. A given
-            export file runs in its own precision.
+        precision: ``auto``/``fp32`` -> fp32, ``fp16`` -> fp16, ``int8`` -> the cached int8
+            export calibrated on clearbg's shipped photos (``int8_cache``; for your own
+            calibration photos run ``clearbg export --int8`` and pass the file). A given export
+            file runs in its own precision.
 
     Raises:
         ExportError: bf16 (ONNX Runtime has no bf16 CPU kernels) or export failure.
     """
     if found.network is None:
         return OrtNetwork(found.onnx)
-    if precision not in ("auto", "fp32", "fp16"):
-        raise ExportError(
-            f"the onnxruntime engine runs fp32 or fp16 exports, not {precision!r}; "
-            "for int8 run `clearbg export --int8` and pass the .onnx file as the model"
-        )
+    if precision not in ("auto", "fp32", "fp16", "int8"):
+        raise ExportError(f"the onnxruntime engine runs fp32, fp16 or int8 exports, not {precision!r}")
+    if precision == "int8":
+        from clearbg.inference.int8_cache import cached_int8
+
+        return OrtNetwork(cached_int8(found))
     if found.onnx is not None and precision != "fp16":
         return OrtNetwork(found.onnx)
     if found.onnx is not None:

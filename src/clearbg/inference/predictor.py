@@ -1,9 +1,11 @@
 """Photos in, foreground probability maps out, at each photo's own resolution.
 
-One ``Predictor`` loads a model once and runs batches. On CPU it folds BatchNorm into the convs,
-fuses ReLU into oneDNN's convolution, and computes in channels-last bfloat16 where the CPU has
-native bf16 (AVX512-BF16 / AMX): about 3x fp32's images/s on the same weights, for 0.0015 mean IoU
-on the fashion test photos (bench/precision.py; ``precision="fp32"`` for fp32's masks).
+One ``Predictor`` loads a model once and runs batches. The default on CPUs with int8 units
+(VNNI, AMX-INT8) runs U2-Net as a calibrated int8 export on ONNX Runtime (``int8_cache``): about
+2x fp32's images/s with fp32's masks (mean IoU within noise on the fashion and cars test photos,
+bench/precision.py). Elsewhere the PyTorch engine folds BatchNorm into the convs, fuses ReLU into
+oneDNN's convolution and computes in fp32; ``precision="bf16"`` is about 3x fp32 where the CPU has
+native bf16, but costs 0.0015 mean IoU on fashion photos, so it is never chosen for you.
 
 Batches on CPU run one photo per core (each worker thread with one intra-op thread) rather than
 one stacked tensor: half of u2netp's CPU time is memory-bound ops (cat, upsample, pooling) on
@@ -24,11 +26,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from clearbg.inference.cpu import cpu_features, int8_native
 from clearbg.inference.optimize import optimize_for_inference
 from clearbg.models.hub import ModelRef, ResolvedModel, is_onnx_export, resolve
 from clearbg.models.specs import DEFAULT_MODEL
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+# Architectures whose int8 export was measured to keep fp32's masks (bench/precision.py).
+INT8_ARCHS = ("u2net", "u2netp")
 ENGINES = ("auto", "torch", "onnxruntime")
 T = TypeVar("T")
 R = TypeVar("R")
@@ -53,28 +58,12 @@ class Prediction:
     flipped: np.ndarray | None = None
 
 
-# CPU flags (Linux /proc/cpuinfo) that decide which precision runs fast, with their usual names.
-CPU_FEATURES = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "amx_int8": "AMX-INT8",
-                "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI", "avx512_fp16": "AVX512-FP16"}
-
-
-def cpu_features() -> list[str]:
-    """The matrix and vector units of this CPU that matter for inference precision (names from
-    ``CPU_FEATURES``); empty where /proc/cpuinfo is missing or lists none of them."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return [name for flag, name in CPU_FEATURES.items() if flag in flags]
-
-
-def default_precision(device: torch.device) -> str:
-    """bf16 where the hardware computes it natively, else fp32 (fp16 on CUDA)."""
+def default_precision(device: torch.device, arch: str | None = None) -> str:
+    """fp16 on CUDA; int8 for U2-Net on CPUs with int8 units (on ONNX Runtime); else fp32."""
     if device.type == "cuda":
         return "fp16"
-    if device.type == "cpu" and torch.cpu._is_avx512_bf16_supported():
-        return "bf16"
+    if device.type == "cpu" and arch in INT8_ARCHS and int8_native():
+        return "int8"
     return "fp32"
 
 
@@ -86,14 +75,15 @@ class Predictor:
             a ``clearbg export`` .onnx, ``models:/``, ``runs:/``, an ``nn.Module``), or a
             ``ResolvedModel``.
         device: ``cpu``, ``cuda``, ... (default: CUDA when available).
-        precision: ``auto`` | ``fp32`` | ``bf16`` | ``fp16``.
+        precision: ``auto`` (``default_precision``) | ``fp32`` | ``bf16`` | ``fp16`` | ``int8``
+            (ONNX Runtime: the model's calibrated int8 export, built once and cached).
         batch_size: photos per batch: one stacked forward pass on GPU, one photo per core on
             CPU. Default: 8 on GPU, the number of cores on CPU; 1 gives the lowest latency.
         engine: ``torch``; ``onnxruntime`` (``clearbg.inference.onnx_engine``: a ``clearbg
             export`` .onnx file as is, anything else exported in memory as fp32, or fp16 with
-            ``precision="fp16"``; computes on ONNX Runtime's CPU provider); ``auto`` (default):
-            onnxruntime for a .onnx file written by ``clearbg export``, else torch. With
-            onnxruntime, ``precision`` is the export's (``fp32``/``fp16``/``int8``).
+            ``precision="fp16"``, int8 from the cache with ``int8``; computes on ONNX Runtime's
+            CPU provider); ``auto`` (default): onnxruntime for a .onnx file written by ``clearbg
+            export`` or for int8, else torch. A given .onnx file runs in its own precision.
 
     Example:
         >>> predictor = Predictor("u2netp")                      # doctest: +SKIP
@@ -114,9 +104,15 @@ class Predictor:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        exported = is_onnx_export(model)
+        found = model if isinstance(model, ResolvedModel) else resolve(model, onnx=exported or engine == "onnxruntime")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if precision == "auto" and not exported and engine != "torch" and found.onnx is None:
+            precision = default_precision(self.device, found.spec.arch)
         if engine == "auto":
-            engine = "onnxruntime" if is_onnx_export(model) else "torch"
-        found = model if isinstance(model, ResolvedModel) else resolve(model, onnx=engine == "onnxruntime")
+            engine = "onnxruntime" if exported or precision == "int8" else "torch"
+        if engine == "torch" and precision == "int8":
+            raise ValueError("int8 runs on ONNX Runtime: use engine='onnxruntime' (or 'auto')")
         self.engine, self.source = engine, found.source
         # The reference as given (a name, file or URI): what finds the model's calibration.
         self.model = None if isinstance(model, (ResolvedModel, torch.nn.Module)) else model
@@ -131,7 +127,6 @@ class Predictor:
         else:
             if found.network is None:
                 raise ValueError(f"{found.source} is an ONNX export: run it with engine='onnxruntime'")
-            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             self.precision = default_precision(self.device) if precision == "auto" else precision
             self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
             module = optimize_for_inference(copy.deepcopy(found.network), self.device)
