@@ -35,8 +35,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion"
 SETUPS = {
     "rembg": "rembg 2.0.86, ONNX Runtime, one photo at a time",  # in the file's precision
     "clearbg-fp32-b1": "clearbg, PyTorch fp32, batch 1",
-    "clearbg-b1": "clearbg, default (bf16 on this CPU), batch 1",
-    "clearbg-b8": "clearbg, default (bf16 on this CPU), batch 8",
+    "clearbg-b1": "clearbg, default, batch 1",
+    "clearbg-b8": "clearbg, default, batch 8",
+    "clearbg-bf16-b8": "clearbg, PyTorch bf16, batch 8",
 }
 
 
@@ -70,6 +71,7 @@ def run_setup(setup: str, model: str, n: int, passes: int) -> dict:
         onnx_path = home / f"{model}.onnx"
         shutil.copy(cached_onnx(get_spec(model)), onnx_path)
         session = rembg.new_session("dis_custom" if model == "isnet" else "u2net_custom", model_path=str(onnx_path))
+        runs = "onnxruntime, the file's precision"
 
         def run_all() -> list[Image.Image]:
             return [rembg.remove(Image.open(p), session=session) for p in paths]
@@ -77,7 +79,9 @@ def run_setup(setup: str, model: str, n: int, passes: int) -> dict:
         from clearbg import Remover
 
         batch = 8 if setup.endswith("b8") else 1
-        remover = Remover(model, precision="fp32" if "fp32" in setup else "auto", batch_size=batch)
+        precision = next((p for p in ("fp32", "bf16") if p in setup), "auto")
+        remover = Remover(model, precision=precision, batch_size=batch)
+        runs = f"{remover.predictor.engine} {remover.predictor.precision}"
 
         def run_all() -> list[Image.Image]:
             out = []
@@ -94,6 +98,7 @@ def run_setup(setup: str, model: str, n: int, passes: int) -> dict:
     ious = [iou(np.asarray(o.getchannel("A")), np.asarray(Image.open(m))) for o, (_, m) in zip(outputs, pairs)]
     return {
         "setup": setup,
+        "runs": runs,
         "images_per_s": statistics.median(rates),
         "passes": rates,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -126,20 +131,22 @@ def main() -> None:
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
 
     base = next((r for r in results if r["setup"] == "rembg"), results[0])
-    cpu = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    from clearbg.inference.cpu import cpu_features
+
+    cpu = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()} ({', '.join(cpu_features()) or 'no bf16/int8 units'})"
     print(f"\n{args.model}, {args.photos} fashion photos (550x~830), {cpu}; median of {args.passes} passes\n")
-    header = f"| {'setup':45s} | images/s | vs rembg | peak RSS MB | mean IoU | IoU - rembg |"
+    header = f"| {'setup':60s} | images/s | vs rembg | peak RSS MB | mean IoU | IoU - rembg |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in results:
         print(
-            f"| {SETUPS[r['setup']]:45s} | {r['images_per_s']:8.2f} | {r['images_per_s'] / base['images_per_s']:7.2f}x "
+            f"| {SETUPS[r['setup']] + ' (' + r['runs'] + ')':60s} | {r['images_per_s']:8.2f} | {r['images_per_s'] / base['images_per_s']:7.2f}x "
             f"| {r['peak_rss_mb']:11.0f} | {r['mean_iou']:8.4f} | {r['mean_iou'] - base['mean_iou']:+11.4f} |"
         )
     out = Path(__file__).parent / "results" / f"remove-{args.model}-cpu{os.cpu_count()}.csv"
     out.parent.mkdir(exist_ok=True)
     with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["setup", "images_per_s", "peak_rss_mb", "mean_iou", "passes"])
+        writer = csv.DictWriter(f, fieldnames=["setup", "runs", "images_per_s", "peak_rss_mb", "mean_iou", "passes"])
         writer.writeheader()
         for r in results:
             writer.writerow({**r, "passes": " ".join(f"{p:.3f}" for p in r["passes"])})

@@ -169,7 +169,7 @@ def test_cutout_equals_library_result_with_confidence(server, photos):
 
 
 def test_onnxruntime_engine_serves_the_same_cutout(tmp_path, photos):
-    proc, url, log = _start(tmp_path, "--engine", "onnxruntime")
+    proc, url, log = _start(tmp_path, "--engine", "onnxruntime", "--precision", "fp32")
     try:
         response = _post(url, photos[0], "/v1/remove")
     finally:
@@ -178,7 +178,7 @@ def test_onnxruntime_engine_serves_the_same_cutout(tmp_path, photos):
         log.close()
     alpha = np.asarray(_image(response).getchannel("A"))
     photo = Image.open(io.BytesIO(photos[0])).convert("RGB")
-    [prediction] = Predictor("u2netp", engine="onnxruntime").predict_detailed([photo])
+    [prediction] = Predictor("u2netp", engine="onnxruntime", precision="fp32").predict_detailed([photo])
     np.testing.assert_array_equal(alpha, _library_alpha(photo, prediction.prob))  # ONNX Runtime fp32 inside
     assert prediction.sides is None  # an ONNX export has the fused map only: the score uses the other signals
     assert float(response.headers["x-confidence"]) == pytest.approx(Scorer.for_model("u2netp").score(prediction),

@@ -13,8 +13,8 @@ from clearbg.models.specs import DEFAULT_MODEL
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Registry name, checkpoint/export file or models:/NAME@ALIAS.")
 @click.option("--data", required=True, help="A prepared dataset with true masks, DATASET[:split] (default split val).")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="As the model will run (auto: what clearbg remove runs).")
+@click.option("--precision", type=click.Choice([p for p in PRECISIONS if p != "int8"]), default="auto", show_default=True,
+              help="On PyTorch, which gives the side outputs every score variant needs (auto: fp32 on CPU, fp16 on GPU).")
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA if available).")
 def calibrate_command(model, data, precision, device):
     """Fit the model's confidence score on photos with true masks and store it beside the model.

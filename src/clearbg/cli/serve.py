@@ -17,7 +17,7 @@ from clearbg.models.specs import DEFAULT_MODEL, model_choices
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
-              help="onnxruntime: ONNX Runtime (a registered model's logged ONNX export); auto: onnxruntime for a .onnx file.")
+              help="onnxruntime: ONNX Runtime (a registered model's logged ONNX export); auto: onnxruntime for a .onnx file or int8 (the CPU default with VNNI).")
 @click.option("--api-key", envvar="CLEARBG_API_KEY", default=None,
               help="Require this X-Api-Key on removal and /metrics. Prefer the CLEARBG_API_KEY environment "
                    "variable: a key on the command line is visible to every user in `ps`.")

@@ -78,7 +78,9 @@ def calibrate(model: ModelRef, data: str, *, precision: str = "auto", device: st
     Args:
         model: a spec name, checkpoint or export file, or a registered ``models:/`` version.
         data: ``DATASET`` (its ``val`` split) or ``DATASET:split``.
-        precision, device: as the model will run (the default is what ``clearbg remove`` runs).
+        precision, device: on the PyTorch engine, which gives the side outputs every variant
+            needs (``auto``: fp32 on CPU). The CPU default of ``clearbg remove`` (int8 on ONNX
+            Runtime) uses the variants without sides; its masks agree with fp32's within noise.
         version: the model version to record (default: ``model_version(model)``); registering
             passes ``models:/NAME/VERSION`` for the checkpoint it is registering.
 
@@ -86,7 +88,7 @@ def calibrate(model: ModelRef, data: str, *, precision: str = "auto", device: st
         CalibrationError: too few photos; ClearbgError: the dataset or the model cannot be read.
     """
     dataset, split = parse_data_arg(data, default_split="val")
-    predictor = Predictor(model, precision=precision, device=device)
+    predictor = Predictor(model, precision=precision, device=device, engine="torch")
     frame = score_split(predictor, f"{dataset}:{split}", progress=progress)
     features = frame.drop(columns=["id", "iou", "seconds"]).to_dict("records")
     return fit_calibration(features, frame["iou"].tolist(), model=version or model_version(model),
