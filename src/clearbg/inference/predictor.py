@@ -1,9 +1,9 @@
 """Photos in, foreground probability maps out, at each photo's own resolution.
 
 One ``Predictor`` loads a model once and runs batches. The default on CPUs with int8 units
-(VNNI, AMX-INT8) runs U2-Net as a calibrated int8 export on ONNX Runtime (``int8_cache``): about
-2x fp32's images/s with fp32's masks (mean IoU within noise on the fashion and cars test photos,
-bench/precision.py). Elsewhere the PyTorch engine folds BatchNorm into the convs, fuses ReLU into
+(VNNI, AMX-INT8) runs u2netp as a calibrated int8 export on ONNX Runtime (``int8_cache``): 1.5-1.8x
+fp32's images/s, mean IoU within 0.001 of fp32's on the fashion and cars test photos
+(bench/precision.py). Elsewhere the PyTorch engine folds BatchNorm into the convs, fuses ReLU into
 oneDNN's convolution and computes in fp32; ``precision="bf16"`` is about 3x fp32 where the CPU has
 native bf16, but costs 0.0015 mean IoU on fashion photos, so it is never chosen for you.
 
@@ -32,8 +32,10 @@ from clearbg.models.hub import ModelRef, ResolvedModel, is_onnx_export, resolve
 from clearbg.models.specs import DEFAULT_MODEL
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-# Architectures whose int8 export was measured to keep fp32's masks (bench/precision.py).
-INT8_ARCHS = ("u2net", "u2netp")
+# Architectures whose int8 export was measured to keep fp32's masks (bench/precision.py). u2net
+# was not: ONNX Runtime's calibrator also keeps every intermediate tensor of every calibration
+# photo in memory, several GB at u2net's widths.
+INT8_ARCHS = ("u2netp",)
 ENGINES = ("auto", "torch", "onnxruntime")
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,7 +61,7 @@ class Prediction:
 
 
 def default_precision(device: torch.device, arch: str | None = None) -> str:
-    """fp16 on CUDA; int8 for U2-Net on CPUs with int8 units (on ONNX Runtime); else fp32."""
+    """fp16 on CUDA; int8 for u2netp on CPUs with int8 units (on ONNX Runtime); else fp32."""
     if device.type == "cuda":
         return "fp16"
     if device.type == "cpu" and arch in INT8_ARCHS and int8_native():
