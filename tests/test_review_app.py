@@ -252,6 +252,7 @@ def test_snap_to_edges_follows_the_photo_inside_the_stroke_and_changes_nothing_e
 
 def test_accept_and_reject_with_a_reason_by_keyboard_record_verdict_time_and_strokes(page, queue_path, tmp_path):
     first = _state(page)["id"]
+    page.wait_for_timeout(200)  # a reviewer looks before deciding; the clock keeps tenths of a second
     page.keyboard.press("a")
     _wait_for_item_change(page, first)
     second = _state(page)["id"]
