@@ -141,7 +141,7 @@ class Predictor:
 
     @property
     def summary(self) -> str:
-        """What runs, in one line: ``u2netp.official on cpu: torch bf16 (AMX-BF16, ...)``."""
+        """What runs, in one line: ``u2netp.official on cpu: onnxruntime int8 (AMX-BF16, ...)``."""
         line = f"{self.spec.name} on {self.device.type}: {self.engine} {self.precision}"
         if self.device.type == "cpu":
             line += f" ({', '.join(cpu_features()) or 'no bf16 or int8 units'}; {torch.get_num_threads()} cores)"
