@@ -4,16 +4,20 @@ units, built once per set of weights and cached; fp32 PyTorch elsewhere; bf16 on
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from clearbg.inference.cpu import int8_native
-from clearbg.inference.int8_cache import cached_int8, calibration_photos, int8_path
+from clearbg.inference.int8_cache import cached_int8, calibration_photos, int8_path, released_int8_path
 from clearbg.inference.predictor import Predictor
 from clearbg.models.download import cache_dir
 from clearbg.models.hub import resolve
+from clearbg.models.specs import get_spec
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,3 +67,33 @@ def test_int8_is_built_once_per_weights_and_keeps_fp32_masks(tmp_path, monkeypat
     fp32 = Predictor(official, engine="torch", precision="fp32").predict(photos)
     agreement = [iou(a, b) for a, b in zip(int8, fp32)]
     assert min(agreement) > 0.97 and np.mean(agreement) > 0.985, agreement
+
+
+def test_the_cache_key_comes_from_the_weights_file_so_no_network_is_needed_to_find_it():
+    for name in ("u2netp", "fashion"):
+        assert released_int8_path(get_spec(name)) == int8_path(resolve(name))
+    # A network given in memory has no file: its tensors are the key, and other tensors another key.
+    official = resolve("u2netp")
+    in_memory = resolve(official.network)
+    assert in_memory.weights_file is None and int8_path(in_memory) != int8_path(official)
+    assert int8_path(in_memory) == int8_path(resolve(resolve("u2netp").network))
+
+
+@pytest.mark.skipif(not int8_native(), reason="the int8 default needs VNNI/AMX-INT8")
+def test_one_photo_from_the_command_line_never_imports_pytorch(tmp_path, tiny_pairs):
+    cached_int8(resolve("u2netp"))  # what setup's `clearbg download` builds
+    photo = tiny_pairs[0]["image"]
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "clearbg", "remove", str(photo), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "onnxruntime" in imported and "clearbg.inference.predictor" in imported
+    assert not {m for m in imported if m == "torch" or m.startswith("torch.")}
+    assert not {m for m in imported if m.startswith("sqlalchemy")}  # the review queue loads when used
+    assert "u2netp.official on cpu: onnxruntime int8" in run.stderr
+    assert (tmp_path / f"{Path(photo).stem}.png").is_file()
+    # The same masks as the path that loads the network first.
+    photos = [Image.open(photo).convert("RGB")]
+    fast = Predictor("u2netp", device="cpu").predict(photos)[0]
+    loaded = Predictor(resolve("u2netp"), device="cpu", precision="int8").predict(photos)[0]
+    assert np.array_equal(fast, loaded)

@@ -30,7 +30,7 @@ class OutputFormat(click.Choice):
 
 def review_options(command):
     """``--review-below``, ``--review-share``, ``--queue``, ``--queue-images`` (remove, batch, serve)."""
-    from clearbg.review.queue import DEFAULT_QUEUE
+    from clearbg.review import DEFAULT_QUEUE
 
     for decorator in reversed([
         click.option("--review-below", type=float, default=None,

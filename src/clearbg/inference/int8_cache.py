@@ -5,8 +5,10 @@ on ONNX Runtime runs u2netp at 1.5-1.8x fp32's images/s with mean IoU within 0.0
 (bench/precision.py). Calibrating it needs photos, so clearbg ships 16 (``calibration_photos/``,
 train-split photos of the two test domains) and builds the export the first time a model runs,
 then keeps it in the cache (``$CLEARBG_HOME/int8``). The file's name carries a digest of the
-model's weights, the recipe and the ONNX Runtime version: a fine-tuned checkpoint, a new release
-or a changed recipe gets its own file, never a stale one.
+model's weights file (or, for a network given in memory, its tensors), the recipe and the ONNX
+Runtime version: a fine-tuned checkpoint, a new release or a changed recipe gets its own file,
+never a stale one. Keying by the file lets a later run find the export without loading PyTorch
+(``released_int8_path``): the first photo from the command line then costs no PyTorch import.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from clearbg.models.download import cache_dir
+from clearbg.models.download import cache_dir, cached_weights
 from clearbg.models.hub import ResolvedModel
+from clearbg.models.specs import ModelSpec
 
 # Bump when the export or calibration recipe changes: old cached files are then not reused.
 RECIPE = "int8-qdq-v1"
@@ -41,15 +44,41 @@ def calibration_photos() -> list[Image.Image]:
 
 def int8_path(found: ResolvedModel) -> Path:
     """Where the int8 export of ``found`` is (or will be) cached."""
+    if found.weights_file is not None:
+        return _cache_file(found.spec, _file_digest(found.weights_file))
+    weights = hashlib.sha256()
+    for name, tensor in sorted(found.network.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return _cache_file(found.spec, weights.hexdigest())
+
+
+def released_int8_path(spec: ModelSpec) -> Path:
+    """Where the int8 export of ``spec``'s released weights is cached; reads the weights file,
+    never PyTorch (the same file ``int8_path(resolve(spec.name))`` names).
+
+    Raises:
+        WeightsNotFound: the weights are not downloaded yet.
+    """
+    return _cache_file(spec, _file_digest(cached_weights(spec)))
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_file(spec: ModelSpec, weights_digest: str) -> Path:
     import onnxruntime
 
-    digest = hashlib.sha256(f"{RECIPE} onnxruntime {onnxruntime.__version__} {found.spec.preprocess}".encode())
+    digest = hashlib.sha256(f"{RECIPE} onnxruntime {onnxruntime.__version__} {spec.preprocess}".encode())
     for photo in _photo_files():
         digest.update(photo.name.encode())
-    for name, tensor in sorted(found.network.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return cache_dir() / "int8" / f"{found.spec.name}-{digest.hexdigest()[:16]}.onnx"
+    digest.update(weights_digest.encode())
+    return cache_dir() / "int8" / f"{spec.name}-{digest.hexdigest()[:16]}.onnx"
 
 
 def cached_int8(found: ResolvedModel, *, quiet: bool = False) -> Path:

@@ -1,8 +1,9 @@
 """ONNX Runtime as the network inside ``Predictor``: same photos in, same maps out.
 
-``OrtNetwork`` is called like the PyTorch module it replaces (a normalised (B, 3, S, S) tensor
-in, (B, 1, S, S) probabilities out), so ``Predictor`` keeps its own resizing, normalisation,
-min-max stretch, upsampling and per-core threading for both engines. It runs a clearbg export
+``OrtNetwork`` takes what ``Predictor`` gives the PyTorch module it replaces (a normalised
+(B, 3, S, S) float32 array in, (B, 1, S, S) probabilities out), so ``Predictor`` keeps its own
+resizing, normalisation, min-max stretch, upsampling and per-core threading for both engines.
+Nothing here imports PyTorch unless a PyTorch network has to be exported first. It runs a clearbg export
 (``clearbg export``; its metadata gives the input size and normalisation); a registry name or
 a checkpoint is exported in memory first (a few seconds for u2netp); a registered model runs the
 ONNX export logged with it (``clearbg register``).
@@ -19,9 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from clearbg.inference.onnx_export import export_onnx, to_fp16
 from clearbg.models.hub import ResolvedModel, spec_from_metadata
 from clearbg.models.onnx_metadata import INPUT_NAME, ExportError, OnnxMetadata, read_metadata, set_metadata
 
@@ -60,8 +59,8 @@ class OrtNetwork:
 
     Example:
         >>> net = OrtNetwork("u2netp-int8.onnx")              # doctest: +SKIP
-        >>> net(torch.zeros(2, 3, 320, 320)).shape            # doctest: +SKIP
-        torch.Size([2, 1, 320, 320])
+        >>> net(np.zeros((2, 3, 320, 320), np.float32)).shape  # doctest: +SKIP
+        (2, 1, 320, 320)
     """
 
     def __init__(self, model: str | Path | "onnx.ModelProto", *, threads: int | None = None):  # noqa: F821
@@ -84,16 +83,13 @@ class OrtNetwork:
             self.metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, str(model))
         self.spec = spec_from_metadata(self.metadata)
 
-    def __call__(self, x: torch.Tensor, fused_only: bool = True) -> torch.Tensor:
-        """Probabilities (B, 1, S, S) float32 for a normalised (B, 3, S, S) batch.
-
-        ``fused_only`` is accepted for the PyTorch model's signature; the export has only the
-        fused map. Batches larger than a fixed-batch export runs one image at a time.
-        """
-        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities (B, 1, S, S) float32 for a normalised (B, 3, S, S) batch (the fused
+        map: an export has no side outputs). A fixed-batch export runs one image at a time."""
+        array = np.ascontiguousarray(x, dtype=np.float32)
         step = len(array) if self.metadata.dynamic_batch else 1
         outs = [self.session.run(None, {INPUT_NAME: array[i : i + step]})[0] for i in range(0, len(array), step)]
-        return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0])
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
 
 
 def ort_network(found: ResolvedModel, precision: str) -> OrtNetwork:
@@ -116,6 +112,8 @@ def ort_network(found: ResolvedModel, precision: str) -> OrtNetwork:
         return OrtNetwork(found.onnx)
     if precision not in ("auto", "fp32", "fp16", "int8"):
         raise ExportError(f"the onnxruntime engine runs fp32, fp16 or int8 exports, not {precision!r}")
+    from clearbg.inference.onnx_export import export_onnx, to_fp16
+
     if precision == "int8":
         from clearbg.inference.int8_cache import cached_int8
 

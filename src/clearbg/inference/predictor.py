@@ -7,6 +7,9 @@ fp32's images/s, mean IoU within 0.001 of fp32's on the fashion and cars test ph
 oneDNN's convolution and computes in fp32; ``precision="bf16"`` is about 3x fp32 where the CPU has
 native bf16, but costs 0.0015 mean IoU on fashion photos, so it is never chosen for you.
 
+Pre- and post-processing are NumPy and Pillow, so a model whose int8 export is already cached
+runs without importing PyTorch at all (about a second of a one-photo command's start-up).
+
 Batches on CPU run one photo per core (each worker thread with one intra-op thread) rather than
 one stacked tensor: half of u2netp's CPU time is memory-bound ops (cat, upsample, pooling) on
 small maps that scale poorly across threads, and stacking photos only adds cache misses.
@@ -16,20 +19,26 @@ Measured on 2 cores: 72 ms/photo this way against 88 ms with one 2-thread stream
 from __future__ import annotations
 
 import copy
+import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from clearbg.errors import WeightsNotFound
 from clearbg.inference.cpu import cpu_features, int8_native
-from clearbg.inference.optimize import optimize_for_inference
-from clearbg.models.hub import ModelRef, ResolvedModel, is_onnx_export, resolve
-from clearbg.models.specs import DEFAULT_MODEL
+from clearbg.models.hub import (ModelRef, ResolvedModel, is_checkpoint_path, is_module, is_onnx_export,
+                                released_source, resolve)
+from clearbg.models.mlflow_uris import is_mlflow_uri
+from clearbg.models.specs import DEFAULT_MODEL, ModelSpec, get_spec
+
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 # Architectures whose int8 export was measured to keep fp32's masks (bench/precision.py). u2net
@@ -60,13 +69,41 @@ class Prediction:
     flipped: np.ndarray | None = None
 
 
-def default_precision(device: torch.device, arch: str | None = None) -> str:
+def default_precision(device: str | torch.device, arch: str | None = None) -> str:
     """fp16 on CUDA; int8 for u2netp on CPUs with int8 units (on ONNX Runtime); else fp32."""
-    if device.type == "cuda":
+    kind = _device_type(device)
+    if kind == "cuda":
         return "fp16"
-    if device.type == "cpu" and arch in INT8_ARCHS and int8_native():
+    if kind == "cpu" and arch in INT8_ARCHS and int8_native():
         return "int8"
     return "fp32"
+
+
+def default_device() -> str:
+    """``cuda`` where PyTorch sees a GPU, else ``cpu``. PyTorch is asked only where a GPU
+    driver is installed (``/proc/driver/nvidia``, ROCm's ``/dev/kfd``) or the OS is not Linux:
+    importing it costs about a second."""
+    drivers = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
+    if sys.platform == "linux" and not any(os.path.exists(path) for path in drivers):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_cores() -> int:
+    """The cores a predictor spreads photos over: PyTorch's thread count once it is loaded (it
+    honours ``torch.set_num_threads``), else ``OMP_NUM_THREADS`` or the cores this process may use."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _device_type(device: str | torch.device) -> str:
+    return str(device).split(":", 1)[0]
 
 
 class Predictor:
@@ -106,45 +143,64 @@ class Predictor:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-        exported = is_onnx_export(model)
-        found = model if isinstance(model, ResolvedModel) else resolve(model, onnx=exported or engine == "onnxruntime")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if precision == "auto" and not exported and engine != "torch" and found.onnx is None:
-            precision = default_precision(self.device, found.spec.arch)
-        if engine == "auto":
-            engine = "onnxruntime" if exported or precision == "int8" else "torch"
-        if engine == "torch" and precision == "int8":
-            raise ValueError("int8 runs on ONNX Runtime: use engine='onnxruntime' (or 'auto')")
-        self.engine, self.source = engine, found.source
+        self.device = str(device) if device is not None else default_device()
         # The reference as given (a name, file or URI): what finds the model's calibration.
-        self.model = None if isinstance(model, (ResolvedModel, torch.nn.Module)) else model
-        cores = torch.get_num_threads()
-        if engine == "onnxruntime":
-            from clearbg.inference.onnx_engine import ort_network
-
-            network = ort_network(found, precision)
-            # Pre/post-processing on the CPU in float32; ONNX Runtime picks its own provider.
-            self.device, self.dtype, self.precision = torch.device("cpu"), torch.float32, network.metadata.variant
-            self.module, self.spec = network, network.spec
+        self.model = None if isinstance(model, ResolvedModel) or is_module(model) else model
+        exported = is_onnx_export(model)
+        cached = None if exported else _cached_released_int8(model, self.device, precision, engine)
+        if cached is not None:  # no PyTorch needed: the export is on disk
+            spec, path = cached
+            self.engine, self.source = "onnxruntime", released_source(spec)
+            self._run_on_onnxruntime(_ort_file(path))
         else:
-            if found.network is None:
-                raise ValueError(f"{found.source} is an ONNX export: run it with engine='onnxruntime'")
-            self.precision = default_precision(self.device) if precision == "auto" else precision
-            self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-            module = optimize_for_inference(copy.deepcopy(found.network), self.device)
-            self.module = module.to(self.device, self.dtype, memory_format=torch.channels_last)
-            self.spec = found.spec
-        default_batch = 8 if self.device.type == "cuda" else cores
-        self.batch_size = max(1, int(batch_size or default_batch))
+            found = model if isinstance(model, ResolvedModel) else resolve(model, onnx=exported or engine == "onnxruntime")
+            if precision == "auto" and not exported and engine != "torch" and found.onnx is None:
+                precision = default_precision(self.device, found.spec.arch)
+            if engine == "auto":
+                engine = "onnxruntime" if exported or precision == "int8" else "torch"
+            if engine == "torch" and precision == "int8":
+                raise ValueError("int8 runs on ONNX Runtime: use engine='onnxruntime' (or 'auto')")
+            self.engine, self.source = engine, found.source
+            if engine == "onnxruntime":
+                from clearbg.inference.onnx_engine import ort_network
+
+                self._run_on_onnxruntime(ort_network(found, precision))
+            else:
+                self._run_on_torch(found, precision)
+        cores = cpu_cores()
+        self.batch_size = max(1, int(batch_size or (8 if self.device_type == "cuda" else cores)))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    def _run_on_onnxruntime(self, network) -> None:
+        # Pre/post-processing on the CPU in float32; ONNX Runtime picks its own provider.
+        self.device, self.precision = "cpu", network.metadata.variant
+        self.module, self.spec = network, network.spec
+
+    def _run_on_torch(self, found: ResolvedModel, precision: str) -> None:
+        import torch
+
+        from clearbg.inference.optimize import optimize_for_inference
+
+        if found.network is None:
+            raise ValueError(f"{found.source} is an ONNX export: run it with engine='onnxruntime'")
+        self.precision = default_precision(self.device) if precision == "auto" else precision
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        module = optimize_for_inference(copy.deepcopy(found.network), torch.device(self.device))
+        self.module = module.to(self.device, self.dtype, memory_format=torch.channels_last)
+        self.spec = found.spec
+
+    @property
+    def device_type(self) -> str:
+        """``cpu`` or ``cuda`` (``device`` may name one GPU: ``cuda:1``)."""
+        return _device_type(self.device)
 
     @property
     def summary(self) -> str:
         """What runs, in one line: ``u2netp.official on cpu: onnxruntime int8 (AMX-BF16, ...)``."""
-        line = f"{self.spec.name} on {self.device.type}: {self.engine} {self.precision}"
-        if self.device.type == "cpu":
-            line += f" ({', '.join(cpu_features()) or 'no bf16 or int8 units'}; {torch.get_num_threads()} cores)"
+        line = f"{self.spec.name} on {self.device_type}: {self.engine} {self.precision}"
+        if self.device_type == "cpu":
+            line += f" ({', '.join(cpu_features()) or 'no bf16 or int8 units'}; {cpu_cores()} cores)"
         return line
 
     @property
@@ -165,8 +221,7 @@ class Predictor:
         """
         return self.spec.preprocess.to_array(image)
 
-    @torch.inference_mode()
-    def predict_small(self, inputs: np.ndarray, *, sides: bool = False) -> torch.Tensor:
+    def predict_small(self, inputs: np.ndarray, *, sides: bool = False) -> np.ndarray:
         """Run the network on preprocessed inputs.
 
         Args:
@@ -179,20 +234,30 @@ class Predictor:
             in the official test script: C = 1 (the fused map), or 7 (fused first, then side
             outputs 1..6) with ``sides`` on the PyTorch engine.
         """
-        x = self.spec.preprocess.normalise(torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2))
-        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        fused_only = not sides or self.engine == "onnxruntime"
-        prob = torch.cat([
-            _stack(self.module(x[start : start + self.batch_size], fused_only=fused_only)).float()
-            for start in range(0, len(x), self.batch_size)
-        ])
-        lo = prob.amin(dim=(2, 3), keepdim=True)
-        hi = prob.amax(dim=(2, 3), keepdim=True)
-        return (prob - lo) / (hi - lo).clamp_min(1e-8)
+        x = self.spec.preprocess.normalise(inputs.transpose(0, 3, 1, 2))
+        if self.engine == "onnxruntime":
+            prob = np.concatenate([self.module(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+        else:
+            prob = self._torch_forward(x, sides)
+        lo = prob.min(axis=(2, 3), keepdims=True)
+        hi = prob.max(axis=(2, 3), keepdims=True)
+        return (prob - lo) / np.maximum(hi - lo, np.float32(1e-8))
+
+    def _torch_forward(self, x: np.ndarray, sides: bool) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            # x is (B, 3, S, S) over (B, S, S, 3) memory: channels-last already, no copy here.
+            batch = torch.from_numpy(x).to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
+            prob = torch.cat([
+                _stack(self.module(batch[i : i + self.batch_size], fused_only=not sides)).float()
+                for i in range(0, len(batch), self.batch_size)
+            ])
+            return prob.cpu().numpy()
 
     def predict(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         """Foreground probability (float32, 0..1) of each photo, at the photo's own size."""
-        if self.device.type == "cpu":
+        if self.device_type == "cpu":
             return self.map(self.predict_one, images)
         small = self.predict_small(np.stack([self.preprocess(im) for im in images])) if images else []
         return [self.restore(small[i], im) for i, im in enumerate(images)]
@@ -207,7 +272,7 @@ class Predictor:
         The side outputs cost nothing extra; ``flip`` runs the network a second time on the
         mirrored photos (test-time augmentation), doubling its cost.
         """
-        if self.device.type == "cpu":
+        if self.device_type == "cpu":
             return self.map(lambda image: self._detailed([image], flip)[0], images)
         return self._detailed(images, flip) if images else []
 
@@ -223,20 +288,19 @@ class Predictor:
             box = maps[:, :, top:bottom, left:right]
             mirrored = None
             if flip:  # the mirrored photo's map, mirrored back, in the same box
-                back = maps[n + i, 0].flip(-1)[top:bottom, left:right]
-                mirrored = back.cpu().numpy()
+                mirrored = np.ascontiguousarray(maps[n + i, 0, :, ::-1][top:bottom, left:right])
             found.append(Prediction(
                 prob=self.restore(maps[i, :1], image),
-                small=box[i, 0].cpu().numpy(),
-                sides=box[i, 1:].cpu().numpy() if maps.shape[1] > 1 else None,
+                small=box[i, 0],
+                sides=box[i, 1:] if maps.shape[1] > 1 else None,
                 flipped=mirrored,
             ))
         return found
 
-    def restore(self, prob: torch.Tensor, image: Image.Image) -> np.ndarray:
+    def restore(self, prob: np.ndarray, image: Image.Image) -> np.ndarray:
         """A (1, S, S) map at the photo's own size: its content box (the contract's) upsampled."""
         left, top, right, bottom = self.spec.preprocess.content_box(image.width, image.height)
-        return upsample(prob[:, top:bottom, left:right], image.height, image.width)
+        return upsample(prob[0, top:bottom, left:right], image.height, image.width)
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[fn(x) for x in items]``, one item per core on CPU when there are several.
@@ -244,27 +308,61 @@ class Predictor:
         Used for the whole per-photo path (decode, predict, compose) so every stage runs in
         parallel, not only the network.
         """
-        if self.device.type != "cpu" or len(items) < 2 or self.batch_size < 2:
+        if self.device_type != "cpu" or len(items) < 2 or self.batch_size < 2:
             return [fn(item) for item in items]
         return list(self._cpu_pool().map(fn, items))
 
     def _cpu_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
-                workers = min(self.batch_size, torch.get_num_threads())
-                # Each worker computes single-threaded; together they fill the cores.
-                self._pool = ThreadPoolExecutor(
-                    workers, thread_name_prefix="clearbg-predict", initializer=torch.set_num_threads, initargs=(1,)
-                )
+                workers = min(self.batch_size, cpu_cores())
+                # Each worker computes single-threaded; together they fill the cores. (ONNX
+                # Runtime's sessions share their own threads, which sleep when idle.)
+                single = {}
+                if self.engine == "torch":
+                    import torch
+
+                    single = {"initializer": torch.set_num_threads, "initargs": (1,)}
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="clearbg-predict", **single)
             return self._pool
 
 
-def _stack(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _stack(outputs):
     """The network's output as one (B, C, S, S) tensor (the fused map alone, or all seven)."""
+    import torch
+
     return torch.cat(outputs, 1) if isinstance(outputs, tuple) else outputs
 
 
-def upsample(prob: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """Bilinear upsampling of a (1, h, w) map to (height, width): smooth edges, never blocky."""
-    full = F.interpolate(prob[None].float(), size=(height, width), mode="bilinear", align_corners=False)
-    return full[0, 0].clamp_(0, 1).cpu().numpy()
+def upsample(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear upsampling of an (h, w) map to (height, width): smooth edges, never blocky.
+    (Pillow's float resize: half-pixel centres and edge clamping as PyTorch's bilinear
+    ``interpolate``, antialiased where it shrinks.)"""
+    small = Image.fromarray(np.ascontiguousarray(prob, dtype=np.float32))
+    return np.clip(np.asarray(small.resize((width, height), Image.Resampling.BILINEAR)), 0, 1)
+
+
+def _cached_released_int8(model: object, device: str, precision: str, engine: str) -> tuple[ModelSpec, Path] | None:
+    """The spec and cached int8 file when ``model`` names a spec whose released weights would
+    run as int8 here and whose export is already built; None otherwise (then ``resolve`` loads
+    the network, with PyTorch, and builds what is missing)."""
+    if not isinstance(model, (str, Path)) or is_checkpoint_path(model) or is_mlflow_uri(str(model)):
+        return None
+    if _device_type(device) != "cpu" or engine == "torch" or precision not in ("auto", "int8"):
+        return None
+    spec = get_spec(str(model))
+    if spec.weights is None or (precision == "auto" and default_precision("cpu", spec.arch) != "int8"):
+        return None
+    from clearbg.inference.int8_cache import released_int8_path
+
+    try:
+        path = released_int8_path(spec)
+    except WeightsNotFound:
+        return None  # resolve() says how to download them
+    return (spec, path) if path.is_file() else None
+
+
+def _ort_file(path: Path):
+    from clearbg.inference.onnx_engine import OrtNetwork
+
+    return OrtNetwork(path)

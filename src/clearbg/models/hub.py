@@ -21,18 +21,21 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING, Union
 
 from clearbg.errors import CheckpointMismatch, UnknownModel
 from clearbg.models.download import cached_weights
 from clearbg.models.mlflow_uris import is_mlflow_uri, resolve_model_uri, resolve_onnx_uri
 from clearbg.models.specs import DEFAULT_MODEL, ModelSpec, get_spec
-from clearbg.models.weights import load_model_file, load_state_dict_file, load_state_dict_strict, match_architecture  # noqa: F401
 
-ModelRef = str | Path | nn.Module
+if TYPE_CHECKING:
+    from torch import nn
+
+# PyTorch is imported only where a network is built: the cached int8 path runs without it.
+ModelRef = Union[str, Path, "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,15 @@ class ResolvedModel:
         source: where it came from, for messages and provenance.
         onnx: a ``clearbg export`` file to run as is: the file given, or the export registered
             with a ``models:/`` version (when asked for with ``onnx=True``).
+        weights_file: the file the network's weights were read from (None for a module given
+            as is or a random init); what derived files (the int8 cache) are keyed by.
     """
 
-    network: nn.Module | None
+    network: "nn.Module | None"
     spec: ModelSpec
     source: str
     onnx: Path | None = None
+    weights_file: Path | None = None
 
 
 def resolve(model: ModelRef = DEFAULT_MODEL, *, pretrained: bool = True, onnx: bool = False,
@@ -69,14 +75,16 @@ def resolve(model: ModelRef = DEFAULT_MODEL, *, pretrained: bool = True, onnx: b
         WeightsNotFound: released weights not downloaded yet (the message gives the command).
         CheckpointMismatch: a file whose weights fit no known architecture.
     """
-    if isinstance(model, nn.Module):
+    from clearbg.models.weights import load_model_file, load_state_dict_file, load_state_dict_strict
+
+    if is_module(model):
         return ResolvedModel(model, spec_for_network(model), type(model).__name__)
     text = str(model)
     if is_mlflow_uri(text):
         checkpoint = resolve_model_uri(text, tracking_uri=tracking_uri)
         network, arch = load_model_file(checkpoint)
         exported = resolve_onnx_uri(text, tracking_uri=tracking_uri) if onnx else None
-        return ResolvedModel(network.eval(), get_spec(arch), text, exported)
+        return ResolvedModel(network.eval(), get_spec(arch), text, exported, Path(checkpoint))
     if is_checkpoint_path(model):
         path = Path(text)
         if path.suffix == ".onnx" and path.is_file():
@@ -84,18 +92,29 @@ def resolve(model: ModelRef = DEFAULT_MODEL, *, pretrained: bool = True, onnx: b
             if meta is not None:
                 return ResolvedModel(None, spec_from_metadata(meta), text, path)
         network, arch = load_model_file(path)
-        return ResolvedModel(network.eval(), get_spec(arch), text)
+        return ResolvedModel(network.eval(), get_spec(arch), text, weights_file=path)
     spec = get_spec(text)
     network = spec.builder()
-    source = f"{spec.name} (random init)"
-    if pretrained:
-        path = cached_weights(spec)
-        load_state_dict_strict(network, load_state_dict_file(path), str(path))
-        source = f"{spec.name} ({spec.weights})"
-    return ResolvedModel(network.eval(), spec, source)
+    if not pretrained:
+        return ResolvedModel(network.eval(), spec, f"{spec.name} (random init)")
+    path = cached_weights(spec)
+    load_state_dict_strict(network, load_state_dict_file(path), str(path))
+    return ResolvedModel(network.eval(), spec, released_source(spec), weights_file=path)
 
 
-def create_model(model: ModelRef = DEFAULT_MODEL, pretrained: bool = True) -> nn.Module:
+def released_source(spec: ModelSpec) -> str:
+    """How a spec with its released weights is named in messages: ``u2netp.official (rembg-...)``."""
+    return f"{spec.name} ({spec.weights})"
+
+
+def is_module(model: object) -> bool:
+    """Whether ``model`` is a PyTorch ``nn.Module`` (False without importing PyTorch: nothing
+    can be a module before ``torch`` is loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def create_model(model: ModelRef = DEFAULT_MODEL, pretrained: bool = True) -> "nn.Module":
     """The PyTorch network for a model reference, ready for ``eval()``.
 
     Args:
@@ -122,12 +141,14 @@ def create_model(model: ModelRef = DEFAULT_MODEL, pretrained: bool = True) -> nn
     return found.network
 
 
-def spec_for_network(module: nn.Module) -> ModelSpec:
+def spec_for_network(module: "nn.Module") -> ModelSpec:
     """The spec whose architecture has exactly ``module``'s weights (names and shapes).
 
     Raises:
         CheckpointMismatch: no known architecture has these weights.
     """
+    from clearbg.models.weights import match_architecture
+
     state = module.state_dict()
     try:
         return get_spec(match_architecture(state, f"a {type(module).__name__}"))

@@ -20,14 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from clearbg.errors import RegistryError, UnknownModel
 from clearbg.imageio import atomic_write_bytes
 from clearbg.mlflow_store import mlflow_errors, open_store, using_tracking_uri
 from clearbg.models.download import cache_dir
 from clearbg.models.specs import ModelSpec, get_spec
-from clearbg.models.weights import match_architecture
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -275,6 +272,10 @@ def save_checkpoint(module: nn.Module, target: Path, *, source: str, spec: Model
                     extra: Mapping[str, Any] | None = None) -> ModelSpec:
     """Write ``module`` as a plain clearbg checkpoint (state dict + spec name), atomically;
     returns the spec."""
+    import torch
+
+    from clearbg.models.weights import match_architecture
+
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     spec = spec or get_spec(match_architecture(state, f"the weights of {source}"))
     buffer = io.BytesIO()

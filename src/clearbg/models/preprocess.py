@@ -73,19 +73,23 @@ class Preprocess:
         flattened onto white first (what the product looks like on a shop page)."""
         return np.array(self.resize_image(image if image.mode == "RGB" else flatten(image)), dtype=np.uint8)
 
-    def normalise(self, images: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    def normalise(self, images):
         """(B, 3, H, W) RGB in any scale (uint8 0..255 or float 0..1) -> the network's float input.
 
+        Takes a ``torch.Tensor`` (training, the PyTorch engine) or a NumPy array (the ONNX
+        Runtime engine, which runs without PyTorch) and returns the same kind, float32.
         Dividing by each photo's own maximum makes the result independent of the scale, so
         training's 0..1 tensors and the predictor's uint8 arrays give the same numbers.
         """
-        import torch
-
+        mean = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1)
+        if isinstance(images, np.ndarray):
+            x = images.astype(np.float32)
+            x /= np.maximum(x.max(axis=(1, 2, 3), keepdims=True), np.float32(1e-6))
+            return (x - mean) / std
         x = images.float()
         x = x / x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return (x - x.new_tensor(mean)) / x.new_tensor(std)
 
     def content_box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """Where a ``width`` x ``height`` photo lies in the S x S input (left, top, right, bottom):

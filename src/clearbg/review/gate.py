@@ -17,7 +17,7 @@ from clearbg import storage
 from clearbg.errors import CalibrationError
 from clearbg.inference.predictor import Predictor
 from clearbg.quality.gate import Candidate, QualityGate, Scorer
-from clearbg.review.queue import DEFAULT_QUEUE, ReviewQueue
+from clearbg.review import DEFAULT_QUEUE
 
 _log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ def build_gate(predictor: Predictor, settings: ReviewSettings | None = None, *, 
         threshold = float(settings.below)
     else:
         threshold = scorer.threshold_for_share(settings.share, predictor)
+    from clearbg.review.queue import ReviewQueue
+
     queue = ReviewQueue(settings.queue, images=settings.images)
 
     def send(candidate: Candidate) -> None:

@@ -37,10 +37,9 @@ from clearbg import storage
 from clearbg.errors import ImageError, LeaseLost, ReviewError
 from clearbg.imageio import encode_image
 from clearbg.inference.compose import alpha_from_prob
-from clearbg.review import store
+from clearbg.review import DEFAULT_QUEUE, store
 from clearbg.review.store import items as T
 
-DEFAULT_QUEUE = "review/queue.db"
 DEFAULT_LEASE_S = 600.0
 """Ten minutes: long enough to repaint a mask, short enough that a closed laptop costs little."""
 
