@@ -148,3 +148,14 @@ def test_unknown_models_are_a_clear_error(dataset, tmp_path):
         evaluate_model("u3net", dataset)
     with pytest.raises(UnknownModel, match="checkpoint not found"):
         evaluate_model(str(tmp_path / "missing" / "best.pt"), dataset)
+
+
+def test_flip_tta_is_scored_as_its_own_measurement(evaluation, dataset):
+    from clearbg.evaluate.settings import EvalSettings
+
+    flipped = evaluate_model("u2netp", f"{dataset}:test", settings=EvalSettings(tta=True), progress=False)
+    data = f"{dataset}:test"
+    assert EvalSettings(tta=True).fingerprint(data) not in ("", EvalSettings().fingerprint(data))
+    assert len(flipped.per_image) == N_IMAGES
+    assert not np.allclose(flipped.per_image["iou"], evaluation.per_image["iou"])
+    assert flipped.settings["tta"] and not evaluation.settings["tta"]

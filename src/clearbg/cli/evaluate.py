@@ -34,6 +34,7 @@ from clearbg.inference.predictor import PRECISIONS
 @click.option("--boundary-tolerance", default=3, show_default=True, help="Pixels an outline may be off (boundary F).")
 @click.option("--limit", type=int, default=None, help="Score only the first N images of the split (a quick look).")
 @click.option("--batch-size", type=int, default=None, help="Photos per batch (default: cores on CPU, 8 on GPU).")
+@click.option("--tta", is_flag=True, help="Test-time flip: average each map with its mirror image's (2x the cost).")
 @click.option("--title", default=None, help="Title of the report page.")
 @click.option(
     "--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)."
@@ -50,6 +51,7 @@ def evaluate_command(
     boundary_tolerance,
     limit,
     batch_size,
+    tta,
     title,
     tracking_uri,
     no_mlflow,
@@ -76,7 +78,8 @@ def evaluate_command(
     if len(models) > 2:
         raise click.UsageError("give --model once, or twice to compare two models")
     settings = EvalSettings(device=device, precision=precision, threshold=threshold,
-                            boundary_tolerance=boundary_tolerance, limit=limit, batch_size=batch_size)
+                            boundary_tolerance=boundary_tolerance, limit=limit, batch_size=batch_size,
+                            tta=tta)
     try:
         evaluations = [evaluate_model(model, data, settings=settings) for model in models]
         report = write_report(evaluations, out_dir, worst_k=worst, title=title)

@@ -30,11 +30,12 @@ from clearbg.models.specs import DEFAULT_MODEL, model_choices
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
               help="auto: onnxruntime for a `clearbg export` .onnx file or int8, else torch.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available).")
+@click.option("--tta", is_flag=True, help="Test-time flip: average each map with its mirror image's (2x the network's cost).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
 @click.option("--skip-existing", is_flag=True, help="Leave photos whose output already exists (resume).")
 @review_options
 @edge_options
-def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, canvas, margin, batch_size, precision, engine, device, max_pixels, skip_existing,
+def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, canvas, margin, batch_size, precision, engine, device, tta, max_pixels, skip_existing,
                    review_below, review_share, queue_url, queue_images, **edges):
     """Remove the background of every photo in INPUT (files, folders, s3:// prefixes).
 
@@ -60,7 +61,7 @@ def remove_command(inputs, out_dir, model, mask_only, bg_color, fmt, quality, ca
             mask_only=mask_only, bg_color=bg_color, canvas=Canvas.parse(canvas, margin) if canvas else None,
             **edge_settings(edges),
         )
-        predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size, engine=engine)
+        predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size, engine=engine, tta=tta)
         click.echo(predictor.summary, err=True)
         review = review_settings(review_below, review_share, queue_url, queue_images)
         gate = build_gate(predictor, review, job=f"remove {out_dir}")

@@ -281,6 +281,7 @@ def evaluate_model(
         "threshold": settings.threshold,
         "boundary_tolerance": settings.boundary_tolerance,
         "precision": predictor.precision,
+        "tta": predictor.tta,
         "device": str(predictor.device),
         "spec": predictor.spec.name,
         "input_size": predictor.input_size,
@@ -497,7 +498,7 @@ def _predictor(model: Any, name: str | None, settings: EvalSettings):
         return model, name or model.spec.name
     try:
         predictor = Predictor(model, device=settings.device, precision=settings.precision,
-                              batch_size=settings.batch_size)
+                              batch_size=settings.batch_size, tta=settings.tta)
     except ValueError as err:  # a precision Predictor does not know
         raise ClearbgError(str(err)) from err
     return predictor, name or (predictor.spec.name if not isinstance(model, (str, os.PathLike)) else str(model))

@@ -31,6 +31,8 @@ class EvalSettings:
         boundary_tolerance: pixels an outline may be off (``boundary_f``, ``error_regions``).
         limit: score only the first N images of the split (by id), for a quick look.
         batch_size: photos per batch (see ``Predictor``); does not change the numbers.
+        tta: test-time flip (``Predictor``'s ``tta``): each map the mean of the photo's and
+            its mirror image's, for twice the cost.
     """
 
     device: str | None = None
@@ -39,6 +41,7 @@ class EvalSettings:
     boundary_tolerance: int = 3
     limit: int | None = None
     batch_size: int | None = None
+    tta: bool = False
 
     def resolved(self) -> tuple[str, str]:
         """(device type, precision) as they will run here (``auto`` and None made concrete)."""
@@ -76,6 +79,7 @@ class EvalSettings:
             "boundary_tolerance": int(self.boundary_tolerance),
             "precision": precision,
             "device": device,
+            "tta": bool(self.tta),
             "clearbg": package_version(),
         }
         return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()

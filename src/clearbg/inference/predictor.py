@@ -55,8 +55,10 @@ class Prediction:
     """A photo's probability map with the maps the quality gate reads (``clearbg.quality``).
 
     Attributes:
-        prob: foreground probability at the photo's own size (what ``Predictor.predict`` gives).
-        small: the same map at the model's resolution, cropped to the photo's content box.
+        prob: foreground probability at the photo's own size (what ``Predictor.predict`` gives;
+            with ``tta``, the mean of the photo's and the mirror image's maps).
+        small: the photo's own map (one pass, what confidence calibrations are fitted on) at
+            the model's resolution, cropped to the photo's content box.
         sides: U2-Net's six side outputs there, (6, h, w), each min-max stretched like the
             fused map; None when the engine has only the fused map (an ONNX export).
         flipped: the fused map of the horizontally flipped photo, flipped back (h, w); None
@@ -118,6 +120,8 @@ class Predictor:
             (ONNX Runtime: the model's calibrated int8 export, built once and cached).
         batch_size: photos per batch: one stacked forward pass on GPU, one photo per core on
             CPU. Default: 8 on GPU, the number of cores on CPU; 1 gives the lowest latency.
+        tta: test-time flip: each map is the mean of the photo's and of its mirror image's
+            (mirrored back), for twice the network's cost.
         engine: ``torch``; ``onnxruntime`` (``clearbg.inference.onnx_engine``: a ``clearbg
             export`` .onnx file as is, anything else exported in memory as fp32, or fp16 with
             ``precision="fp16"``, int8 from the cache with ``int8``; computes on ONNX Runtime's
@@ -138,6 +142,7 @@ class Predictor:
         precision: str = "auto",
         batch_size: int | None = None,
         engine: str = "auto",
+        tta: bool = False,
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -167,6 +172,7 @@ class Predictor:
                 self._run_on_onnxruntime(ort_network(found, precision))
             else:
                 self._run_on_torch(found, precision)
+        self.tta = bool(tta)
         cores = cpu_cores()
         self.batch_size = max(1, int(batch_size or (8 if self.device_type == "cuda" else cores)))
         self._pool: ThreadPoolExecutor | None = None
@@ -199,6 +205,8 @@ class Predictor:
     def summary(self) -> str:
         """What runs, in one line: ``u2netp.official on cpu: onnxruntime int8 (AMX-BF16, ...)``."""
         line = f"{self.spec.name} on {self.device_type}: {self.engine} {self.precision}"
+        if self.tta:
+            line += " + flip TTA"
         if self.device_type == "cpu":
             line += f" ({', '.join(cpu_features()) or 'no bf16 or int8 units'}; {cpu_cores()} cores)"
         return line
@@ -259,24 +267,29 @@ class Predictor:
         """Foreground probability (float32, 0..1) of each photo, at the photo's own size."""
         if self.device_type == "cpu":
             return self.map(self.predict_one, images)
+        if self.tta:
+            return [found.prob for found in self._detailed(images, True)] if images else []
         small = self.predict_small(np.stack([self.preprocess(im) for im in images])) if images else []
         return [self.restore(small[i], im) for i, im in enumerate(images)]
 
     def predict_one(self, image: Image.Image) -> np.ndarray:
         """Foreground probability of one photo; safe to call from several threads at once."""
+        if self.tta:
+            return self._detailed([image], True)[0].prob
         return self.restore(self.predict_small(self.preprocess(image)[None])[0], image)
 
     def predict_detailed(self, images: Sequence[Image.Image], *, flip: bool = False) -> list[Prediction]:
         """Like ``predict``, with the maps the quality gate scores (see ``Prediction``).
 
         The side outputs cost nothing extra; ``flip`` runs the network a second time on the
-        mirrored photos (test-time augmentation), doubling its cost.
+        mirrored photos, doubling its cost (with ``tta`` that pass is made anyway).
         """
         if self.device_type == "cpu":
             return self.map(lambda image: self._detailed([image], flip)[0], images)
         return self._detailed(images, flip) if images else []
 
     def _detailed(self, images: Sequence[Image.Image], flip: bool) -> list[Prediction]:
+        flip = flip or self.tta
         inputs = np.stack([self.preprocess(im) for im in images])
         if flip:
             inputs = np.concatenate([inputs, inputs[:, :, ::-1]])
@@ -286,11 +299,14 @@ class Predictor:
         for i, image in enumerate(images):
             left, top, right, bottom = self.spec.preprocess.content_box(image.width, image.height)
             box = maps[:, :, top:bottom, left:right]
-            mirrored = None
+            mirrored, fused = None, maps[i, :1]
             if flip:  # the mirrored photo's map, mirrored back, in the same box
-                mirrored = np.ascontiguousarray(maps[n + i, 0, :, ::-1][top:bottom, left:right])
+                back = maps[n + i, :1, :, ::-1]
+                mirrored = np.ascontiguousarray(back[0, top:bottom, left:right])
+                if self.tta:
+                    fused = (fused + back) / 2
             found.append(Prediction(
-                prob=self.restore(maps[i, :1], image),
+                prob=self.restore(fused, image),
                 small=box[i, 0],
                 sides=box[i, 1:] if maps.shape[1] > 1 else None,
                 flipped=mirrored,
