@@ -48,7 +48,16 @@ def test_cutout_keeps_the_photo_colours_and_uses_the_mask_as_alpha():
     out = cutout(photo, as_alpha(prob))
     assert out.mode == "RGBA" and out.size == photo.size
     assert out.getpixel((80, 50)) == (255, 0, 0, 255)
-    assert out.getpixel((5, 5))[3] == 0
+    assert out.getpixel((5, 5)) == (0, 0, 0, 0)  # transparent black, not the blue under it
+
+
+def test_cutout_keeps_colours_where_the_edge_is_soft_and_the_colour_profile():
+    photo, prob = square_scene()
+    prob[50, 59] = 0.4
+    photo.info["icc_profile"] = b"fake-profile"
+    out = cutout(photo, as_alpha(prob))
+    assert out.getpixel((59, 50)) == (0, 0, 255, 102)
+    assert out.info["icc_profile"] == b"fake-profile"
 
 
 def test_cutout_of_a_transparent_photo_multiplies_the_alphas():

@@ -47,15 +47,19 @@ def alpha_from_prob(prob: np.ndarray) -> Image.Image:
 def cutout(image: Image.Image, alpha: Image.Image) -> Image.Image:
     """RGBA at full resolution: the photo's own colours with the mask as alpha.
 
-    A photo that already had transparency keeps it (the two alphas multiply).
+    A photo that already had transparency keeps it (the two alphas multiply). Fully transparent
+    pixels are stored as transparent black, as rembg writes them: their colours are invisible,
+    and the photo's background under them made a 550x830 PNG 2.7x larger (556 -> 205 KiB) and
+    2.4x slower to encode (54 -> 22 ms, more than a third of the network's time).
     """
-    rgba = image.convert("RGBA")
+    values = np.asarray(alpha, np.uint8)
     if image.mode == "RGBA":
-        alpha = Image.fromarray(
-            (np.asarray(alpha, np.uint16) * np.asarray(image.getchannel("A"), np.uint16) // 255).astype(np.uint8)
-        )
-    rgba.putalpha(alpha)
-    return rgba
+        values = (values.astype(np.uint16) * np.asarray(image.getchannel("A"), np.uint16) // 255).astype(np.uint8)
+    rgba = np.dstack([np.asarray(image.convert("RGB")), values])
+    rgba[values == 0] = 0
+    out = Image.fromarray(rgba, "RGBA")
+    out.info.update((key, value) for key, value in image.info.items() if key != "transparency")  # ICC, DPI
+    return out
 
 
 def on_color(image: Image.Image, alpha: Image.Image, color: Color, shadow: Shadow | None = None) -> Image.Image:

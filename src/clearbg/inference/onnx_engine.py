@@ -66,6 +66,7 @@ class OrtNetwork:
     def __init__(self, model: str | Path | "onnx.ModelProto", *, threads: int | None = None):  # noqa: F821
         import onnxruntime as ort
 
+        self._model = model
         named = isinstance(model, (str, Path))
         if not named:
             self.metadata: OnnxMetadata = read_metadata(model)
@@ -82,6 +83,10 @@ class OrtNetwork:
         if named:  # the session has read the file's properties: no second parse (and no `import onnx`, 0.7 s)
             self.metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, str(model))
         self.spec = spec_from_metadata(self.metadata)
+
+    def with_threads(self, threads: int) -> OrtNetwork:
+        """Another session on the same model with ``threads`` intra-op threads."""
+        return OrtNetwork(self._model, threads=threads)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (B, 1, S, S) float32 for a normalised (B, 3, S, S) batch (the fused
