@@ -25,6 +25,9 @@ def test_the_map_is_the_mean_of_the_photo_and_its_mirror_image(fashion_photo):
     assert detailed.flipped is not None and detailed.small.shape == detailed.flipped.shape
     np.testing.assert_allclose(plain.predict_detailed([photo])[0].small, detailed.small, atol=1e-6)
     assert "flip TTA" in flipped.summary and "flip TTA" not in plain.summary
+    import clearbg
+
+    assert clearbg.Remover("u2netp", tta=True).predictor.tta
 
 
 def test_remove_tta_from_the_command_line(tmp_path, fashion_photo):

@@ -29,7 +29,7 @@ class Remover:
 
     Args:
         model: registry name (``u2netp`` default, ``u2net``) or a checkpoint path.
-        device, precision, batch_size: see ``Predictor``.
+        device, precision, batch_size, tta: see ``Predictor``.
         max_pixels: refuse photos larger than this (default ``CLEARBG_MAX_PIXELS`` or 100 MP).
 
     Example:
@@ -48,8 +48,9 @@ class Remover:
         precision: str = "auto",
         batch_size: int | None = None,
         max_pixels: int | None = None,
+        tta: bool = False,
     ):
-        self.predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size)
+        self.predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size, tta=tta)
         self.max_pixels = max_pixels
 
     def remove(self, image: ImageLike, **options: Any):
