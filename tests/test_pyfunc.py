@@ -72,9 +72,10 @@ def _expected(photo: bytes, output: str) -> np.ndarray:
     alpha = alpha_from_prob(Predictor("u2netp", precision="fp32").predict([image])[0])
     if output == "mask":
         return np.asarray(alpha)
-    rgba = image.convert("RGBA")
-    rgba.putalpha(alpha)
-    return np.asarray(rgba)
+    rgba = np.asarray(image.convert("RGBA")).copy()
+    rgba[..., 3] = np.asarray(alpha)
+    rgba[rgba[..., 3] == 0] = 0  # fully transparent pixels are transparent black
+    return rgba
 
 
 def test_mlflow_loads_the_version_as_photo_bytes_in_png_out_and_keeps_the_pytorch_flavour(champion, fashion_photo):
