@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from clearbg.models.download import cache_dir, cached_weights
+from clearbg.models.download import cache_dir, cached_weights, sha256_of
 from clearbg.models.hub import ResolvedModel
 from clearbg.models.specs import ModelSpec
 
@@ -45,7 +45,7 @@ def calibration_photos() -> list[Image.Image]:
 def int8_path(found: ResolvedModel) -> Path:
     """Where the int8 export of ``found`` is (or will be) cached."""
     if found.weights_file is not None:
-        return _cache_file(found.spec, _file_digest(found.weights_file))
+        return _cache_file(found.spec, sha256_of(Path(found.weights_file).read_bytes()))
     weights = hashlib.sha256()
     for name, tensor in sorted(found.network.state_dict().items()):
         weights.update(name.encode())
@@ -60,15 +60,7 @@ def released_int8_path(spec: ModelSpec) -> Path:
     Raises:
         WeightsNotFound: the weights are not downloaded yet.
     """
-    return _cache_file(spec, _file_digest(cached_weights(spec)))
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return _cache_file(spec, sha256_of(cached_weights(spec).read_bytes()))
 
 
 def _cache_file(spec: ModelSpec, weights_digest: str) -> Path:
