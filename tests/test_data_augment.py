@@ -12,6 +12,7 @@ from clearbg.data.augment import (
     augment,
     color_jitter,
     crop_resize,
+    draw_caption,
     feather_alpha,
     paste_foreground,
     random_box,
@@ -308,3 +309,34 @@ def test_color_jitter_is_identity_at_factor_one_and_changes_the_photo_otherwise(
     assert brighter.astype(float).mean() > photo.astype(float).mean() + 5
     grey = color_jitter(photo, saturation=0.0)
     assert np.abs(grey[..., 0].astype(int) - grey[..., 2]).max() <= 1
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def test_captions_change_the_photo_and_never_the_mask(pairs):
+    photo, mask = pairs[0]
+    plain = AugmentConfig(p_crop=1.0, p_jitter=0.0, p_combine=0.0, p_side_by_side=0.0)
+    captioned = AugmentConfig(p_crop=1.0, p_jitter=0.0, p_combine=0.0, p_side_by_side=0.0, p_caption=1.0)
+    changed = 0
+    for seed in range(8):
+        a = augment(photo, mask, np.random.default_rng(seed), plain, (96, 96))
+        b = augment(photo, mask, np.random.default_rng(seed), captioned, (96, 96))
+        assert np.array_equal(a[1], b[1])  # the caption is background wherever it lands
+        differs = np.any(a[0] != b[0], axis=2)
+        changed += int(differs.any())
+        # Text pixels only: a caption is thin strokes, never a repainted frame.
+        assert differs.mean() < 0.4
+    assert changed >= 6  # a caption may run off the frame now and then, not usually
+
+
+def test_draw_caption_is_reproducible_and_varies_with_the_seed(pairs):
+    photo = np.full((120, 160, 3), 128, np.uint8)
+    a, b = draw_caption(photo, np.random.default_rng(3)), draw_caption(photo, np.random.default_rng(3))
+    assert np.array_equal(a, b) and a.shape == photo.shape and a.dtype == np.uint8
+    assert not np.array_equal(a, draw_caption(photo, np.random.default_rng(4)))
+    with pytest.raises(ValueError, match="p_caption"):
+        AugmentConfig(p_caption=2.0)
+    with pytest.raises(ValueError, match="caption_height"):
+        AugmentConfig(caption_height=(0.2, 1.5))
+

@@ -25,6 +25,7 @@ COMMANDS = {
     "augment-preview": "clearbg.cli.augment_preview:augment_preview_command",
     "tune": "clearbg.cli.tune:tune_command",
     "train": "clearbg.cli.train:train_command",
+    "interpolate": "clearbg.cli.interpolate:interpolate_command",
     "evaluate": "clearbg.cli.evaluate:evaluate_command",
     "register": "clearbg.cli.register:register_command",
     "promote": "clearbg.cli.promote:promote_command",

@@ -12,7 +12,11 @@ combining images; see ../shared/seeds, the Wehkamp post), plus flips and mild co
 3. background recolour at the output size: solid colours, studio greys, vertical and radial
    gradients, or a light colour close to the product's own (the light-product case), blended
    through the mask's alpha with an outward-only feather so foreground pixels stay untouched;
-4. photometric jitter (brightness, contrast, saturation), photo only.
+4. captions: a line of random text (white, black or a signal colour, often outlined) drawn over
+   the photo with the mask unchanged (``p_caption``): listing photos carry dealer captions and
+   watermarks, and products carry lettering (police livery, race numbers), so without this a
+   fine-tune learns "lettering is product" and cuts out the caption too;
+5. photometric jitter (brightness, contrast, saturation), photo only.
 
 Every random draw comes from the ``rng`` passed in, so a (seed, epoch, index) triple gives the
 same sample whatever the number of DataLoader workers. Masks stay binary 0/255 unless the input
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = [
     "BG_KINDS",
@@ -40,6 +44,7 @@ __all__ = [
     "augment",
     "color_jitter",
     "crop_resize",
+    "draw_caption",
     "feather_alpha",
     "is_soft",
     "make_background",
@@ -89,6 +94,8 @@ class AugmentConfig:
     p_combine: float = 0.15  # foreground of another pair pasted onto this photo; mask = union
     combine_scale: tuple[float, float] = (0.5, 1.0)  # size of the pasted pair relative to this photo's frame
     p_side_by_side: float = 0.1  # two pairs side by side on a fresh generated background
+    p_caption: float = 0.0  # a line of random text over the photo, mask unchanged (captions, watermarks)
+    caption_height: tuple[float, float] = (0.05, 0.15)  # letter height as a fraction of the output height
     p_jitter: float = 0.8  # mild colour jitter (photo only)
     brightness: float = 0.15  # multiply by 1 +- this
     contrast: float = 0.15  # scale the difference to the mean grey by 1 +- this
@@ -96,16 +103,18 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists: accept them for the range fields.
-        for name in ("crop_scale", "crop_aspect", "combine_scale"):
+        for name in ("crop_scale", "crop_aspect", "combine_scale", "caption_height"):
             value = tuple(float(v) for v in getattr(self, name))
             if len(value) != 2 or not 0 < value[0] <= value[1]:
                 raise ValueError(f"AugmentConfig.{name} must be (low, high) with 0 < low <= high, got {value}")
             setattr(self, name, value)
-        if self.crop_scale[1] > 1 or self.combine_scale[1] > 1:
-            raise ValueError("AugmentConfig.crop_scale and combine_scale must not exceed 1 (a fraction of the frame)")
+        if self.crop_scale[1] > 1 or self.combine_scale[1] > 1 or self.caption_height[1] > 1:
+            raise ValueError(
+                "AugmentConfig.crop_scale, combine_scale and caption_height must not exceed 1 (a fraction of the frame)"
+            )
         if self.strength < 0:
             raise ValueError(f"AugmentConfig.strength must be >= 0, got {self.strength}")
-        for name in ("p_flip", "p_crop", "p_bg_recolour", "p_combine", "p_side_by_side", "p_jitter"):
+        for name in ("p_flip", "p_crop", "p_bg_recolour", "p_combine", "p_side_by_side", "p_caption", "p_jitter"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {getattr(self, name)}")
         unknown = set(self.bg_kinds) - set(BG_KINDS)
@@ -230,7 +239,12 @@ def augment(
         kind = _choose_kind(rng, config.bg_kinds)
         photo = recolour_background(photo, mask, rng, kind, noise=config.bg_noise, feather=config.feather)
 
-    # 4. Photometric, photo only.
+    # 4. Captions: drawn after the geometry so their letters keep their shapes. No draw when
+    # off, so runs from before this option replay the same samples.
+    if config.p_caption > 0 and rng.random() < config._p(config.p_caption):
+        photo = draw_caption(photo, rng, config.caption_height)
+
+    # 5. Photometric, photo only.
     if rng.random() < config._p(config.p_jitter):
         s = config.strength
         photo = color_jitter(
@@ -253,6 +267,42 @@ def _choose_kind(rng: np.random.Generator, weights: dict[str, float]) -> str:
     kinds = [k for k in BG_KINDS if weights.get(k, 0) > 0]
     p = np.array([weights[k] for k in kinds], dtype=np.float64)
     return kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
+
+
+# --------------------------------------------------------------------------- captions
+
+_CAPTION_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789?!#$%&+-"
+# White and black dominate real captions and watermarks; a few signal colours for sale stickers.
+_CAPTION_COLOURS = ((255, 255, 255), (0, 0, 0), (255, 214, 0), (220, 30, 30), (30, 90, 220))
+_CAPTION_COLOUR_WEIGHTS = np.array([4.0, 3.0, 1.0, 1.0, 1.0]) / 10.0
+
+
+def draw_caption(photo: np.ndarray, rng: np.random.Generator, height: tuple[float, float] = (0.05, 0.15)) -> np.ndarray:
+    """``photo`` with one line of random text drawn over it (the mask is not touched).
+
+    Random words of 2-9 characters, letter height a fraction ``height`` of the photo's, one
+    colour (white or black mostly), half the time outlined in the opposite grey as captions are,
+    placed at random (it may run off the frame). Pillow's built-in font, so nothing to install.
+
+    Example:
+        >>> photo = draw_caption(photo, np.random.default_rng(0))
+    """
+    out = Image.fromarray(photo)
+    h, w = photo.shape[:2]
+    size = max(6, round(h * rng.uniform(*height)))
+    words = [
+        "".join(rng.choice(list(_CAPTION_ALPHABET), size=int(rng.integers(2, 10))))
+        for _ in range(int(rng.integers(1, 4)))
+    ]
+    colour = _CAPTION_COLOURS[int(rng.choice(len(_CAPTION_COLOURS), p=_CAPTION_COLOUR_WEIGHTS))]
+    stroke = max(1, size // 12) if rng.random() < 0.5 else 0
+    stroke_colour = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+    xy = (float(rng.uniform(-0.1, 0.8) * w), float(rng.uniform(0, 1) * h - size / 2))
+    ImageDraw.Draw(out).text(
+        xy, " ".join(words), fill=colour, font=ImageFont.load_default(size=size),
+        stroke_width=stroke, stroke_fill=stroke_colour,
+    )
+    return np.asarray(out)
 
 
 # --------------------------------------------------------------------------- geometry

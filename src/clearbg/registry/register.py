@@ -266,7 +266,7 @@ def _provenance(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(payload, dict):
         return {}
-    return {k: payload[k] for k in ("config", "epoch", "step", "metrics") if k in payload}
+    return {k: payload[k] for k in ("config", "epoch", "step", "metrics", "interpolation") if k in payload}
 
 
 def _create_version(client: MlflowClient, name: str, model_uri: str, run_id: str, description: str,
