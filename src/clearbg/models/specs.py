@@ -144,7 +144,7 @@ add_spec(ModelSpec(
     ),
     license="Apache-2.0",
     source="xuebinqin/U-2-Net u2netp.pth (DUTS-TR), as ONNX with BatchNorm folded",
-), aliases=("cars",))  # the cars champion: no fine-tune beat it on val (README "The shipped models")
+), aliases=("cars",))  # the cars champion: no fine-tune beat it on val by the margin (README "The shipped models")
 add_spec(ModelSpec(
     name="u2net.official",
     builder=_builder("u2net", "u2net"),
