@@ -279,8 +279,11 @@ def test_remove_with_a_models_uri_runs_that_version(story, uri, noisy, fashion_p
     masks = {}
     models = {"default": "u2netp", "v1": "models:/shop@previous-champion", "file": noisy}
     for name, model in models.items():
+        # fp32: which weights ran is the question, and the int8 default would first build an
+        # export of each of the three files (about 25 s each).
         result = CliRunner().invoke(cli, ["remove", str(tmp_path / "p.jpg"), "--out", str(tmp_path / name), "--mask",
-                                          "--no-clean", "--model", model], env={"MLFLOW_TRACKING_URI": uri})
+                                          "--no-clean", "--precision", "fp32", "--model", model],
+                                    env={"MLFLOW_TRACKING_URI": uri})
         assert result.exit_code == 0, result.output
         masks[name] = np.asarray(Image.open(tmp_path / name / "p.png"))
     assert np.array_equal(masks["v1"], masks["file"])  # exactly the registered checkpoint ran

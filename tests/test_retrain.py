@@ -236,7 +236,8 @@ def test_the_whole_loop_batch_gate_queue_review_page_feedback_retrain_decision(t
     env = {**os.environ, "CLEARBG_HOME": str(home), "MLFLOW_TRACKING_URI": uri}
     queue = tmp_path / "review" / "queue.db"
     batch = subprocess.run([sys.executable, "-m", "clearbg", "batch", str(photos), "--out", str(tmp_path / "cut"),
-                            "--model", "models:/shop@champion", "--review-below", "0.9999", "--queue", str(queue)],
+                            "--model", "models:/shop@champion", "--precision", "fp32",  # no int8 export to build
+                            "--review-below", "0.9999", "--queue", str(queue)],
                            env=env, capture_output=True, text=True, timeout=900)
     assert batch.returncode == 0, batch.stderr[-3000:]
     results = pd.read_parquet(tmp_path / "cut" / "results.parquet")

@@ -42,6 +42,7 @@ def run_batch_spark(
     fmt: str = "png",
     quality: int = 95,
     batch_size: int | None = None,
+    precision: str = "auto",
     workers: int = 2,
     partitions: int = 2,
     retry_failed: bool = False,
@@ -55,6 +56,7 @@ def run_batch_spark(
 
     Args:
         model: registry name or checkpoint path every executor can read.
+        precision: as ``Predictor``'s, in every executor.
         partitions: partitions per chunk (at least the number of executor cores).
         chunk: photos listed and submitted per Spark job; bounds the driver's memory.
         spark: an active session (left running); None starts a local[2] one bound to 127.0.0.1
@@ -77,7 +79,7 @@ def run_batch_spark(
     started = time.perf_counter()
     if review is not None and review.active:
         # Fail before Spark starts: no calibration, or a queue the driver cannot open.
-        build_gate(_driver_predictor(model), review, job=f"batch {out}")
+        build_gate(_driver_predictor(model, precision), review, job=f"batch {out}")
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     reviewed = 0
     unlisted: list[dict[str, Any]] = []
@@ -87,7 +89,7 @@ def run_batch_spark(
     if worker_env is None:
         worker_env = {name: os.environ[name] for name in storage.ENDPOINT_VARIABLES if os.environ.get(name)}
     work = functools.partial(
-        _partition, out=out, model=model, batch_size=batch_size, env=dict(worker_env), review=review, options=options,
+        _partition, out=out, model=model, batch_size=batch_size, precision=precision, env=dict(worker_env), review=review, options=options,
         fmt=fmt, quality=quality, workers=workers, max_pixels=max_pixels,
     )
 
@@ -111,16 +113,16 @@ def run_batch_spark(
                         failures, reviewed)
 
 
-def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_size: int | None, fmt: str,
-               env: dict[str, str], review: ReviewSettings | None, **kwargs: Any) -> Iterator[pd.DataFrame]:
+def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_size: int | None, precision: str,
+               fmt: str, env: dict[str, str], review: ReviewSettings | None, **kwargs: Any) -> Iterator[pd.DataFrame]:
     from clearbg.inference.predictor import Predictor
 
     # A Python worker inherits the environment its JVM started with, which may predate the
     # driver's settings (and on a cluster is another machine's).
     os.environ.update(env)
-    key = (model, batch_size, review, out)
+    key = (model, batch_size, precision, review, out)
     if key not in _predictors:
-        predictor = Predictor(model, batch_size=batch_size)
+        predictor = Predictor(model, batch_size=batch_size, precision=precision)
         _predictors[key] = predictor, build_gate(predictor, review, job=f"batch {out}")
     predictor, gate = _predictors[key]
     refs = (storage.ImageRef(uri, relpath) for frame in frames for uri, relpath in zip(frame.uri, frame.relpath))
@@ -129,10 +131,10 @@ def _partition(frames: Iterator[pd.DataFrame], *, out: str, model: str, batch_si
         yield pd.DataFrame(records, columns=list(RESULT_COLUMNS))
 
 
-def _driver_predictor(model: str) -> Any:
+def _driver_predictor(model: str, precision: str) -> Any:
     from clearbg.inference.predictor import Predictor
 
-    return Predictor(model, batch_size=1)
+    return Predictor(model, batch_size=1, precision=precision)
 
 
 def _clean(record: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import click
 
 from clearbg.cli.options import OutputFormat, edge_options, edge_settings, review_options, review_settings
 from clearbg.errors import ClearbgError, printable
+from clearbg.inference.predictor import PRECISIONS
 from clearbg.models.specs import DEFAULT_MODEL, model_choices
 
 SHOW_FAILURES = 20
@@ -23,6 +24,8 @@ SHOW_FAILURES = 20
 @click.option("--format", "fmt", type=OutputFormat(), default="png", show_default=True,
               help="Output format, any case (jpeg = jpg).")
 @click.option("--batch-size", type=int, default=None, help="Photos per inference batch (default: cores on CPU, 8 on GPU).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="auto: int8 (ONNX Runtime, cached export) for u2netp on CPUs with VNNI/AMX-INT8, fp16 on GPU, else fp32.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Threads reading/decoding ahead and writing behind.")
 @click.option("--retry-failed", is_flag=True, help="Attempt photos that failed in an earlier run again.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
@@ -32,7 +35,8 @@ SHOW_FAILURES = 20
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger photos (default 100 MP, or CLEARBG_MAX_PIXELS).")
 @review_options
 @edge_options
-def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, workers, retry_failed, engine, partitions, device, max_pixels,
+def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, precision, workers, retry_failed, engine, partitions,
+                  device, max_pixels,
                   review_below, review_share, queue_url, queue_images, **edges):
     """Remove backgrounds of every photo under SRC, resumably, with a results table.
 
@@ -71,11 +75,11 @@ def batch_command(inputs, out_dir, model, mask_only, bg_color, fmt, batch_size, 
             from pyspark.sql import SparkSession
 
             summary = run_batch_spark(
-                inputs, out_dir, model, batch_size=batch_size, partitions=partitions,
+                inputs, out_dir, model, batch_size=batch_size, precision=precision, partitions=partitions,
                 spark=SparkSession.getActiveSession(), **common,
             )
         else:
-            predictor = Predictor(model, device=device, batch_size=batch_size)
+            predictor = Predictor(model, device=device, precision=precision, batch_size=batch_size)
             click.echo(predictor.summary, err=True)
             summary = run_batch(inputs, out_dir, predictor, **common)
     except (ClearbgError, ValueError) as err:
