@@ -74,8 +74,8 @@ class AugmentConfig:
     ``strength`` scales every probability (capped at 1; the flip at 0.5, since always flipping
     is no augmentation) and every magnitude (crop range, aspect range, jitter); 0 turns
     augmentation off, 2 doubles it. It is the one knob for hyperparameter search.
-    ``feather``, ``bg_noise``, ``bg_kinds`` and ``combine_scale`` are not scaled: they set
-    how an augmentation looks, not how often or how much.
+    ``feather``, ``bg_noise``, ``bg_kinds``, ``combine_scale`` and ``caption_height`` are not
+    scaled: they set how an augmentation looks, not how often or how much.
 
     Example:
         >>> AugmentConfig(strength=0.5, p_combine=0.0)
@@ -281,7 +281,7 @@ def draw_caption(photo: np.ndarray, rng: np.random.Generator, height: tuple[floa
     """``photo`` with one line of random text drawn over it (the mask is not touched).
 
     Random words of 2-9 characters, letter height a fraction ``height`` of the photo's, one
-    colour (white or black mostly), half the time outlined in the opposite grey as captions are,
+    colour (white or black mostly), half the time outlined in black or white as captions are,
     placed at random (it may run off the frame). Pillow's built-in font, so nothing to install.
 
     Example:
