@@ -141,3 +141,7 @@ def test_cli_refuses_to_choose_on_the_test_split_or_without_data(tmp_path, val_d
                                  "--out", str(tmp_path / "x.pt")])
     assert result.exit_code != 0 and "not on the test split" in result.output
     assert not (tmp_path / "x.pt").exists()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    result = runner.invoke(cli, ["interpolate", "--model", "u2netp", "--alpha", "0.5", "--out", str(blocked / "x.pt")])
+    assert result.exit_code != 0 and f"cannot write {blocked / 'x.pt'}" in result.output

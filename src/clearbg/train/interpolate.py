@@ -124,6 +124,10 @@ def blend_and_select(
         raise ClearbgError("several alphas need a val split to choose between them (--data DATASET:val)")
     if data is not None and data.rsplit(":", 1)[-1] == "test":
         raise ClearbgError("choose alpha on the val split, not on the test split you report on")
+    try:  # before any evaluation: a folder that cannot be written should not cost minutes first
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ClearbgError(f"cannot write {out}: {err.strerror or err}") from err
     found = resolve(tuned)
     if found.network is None:
         raise ClearbgError(f"{tuned} is an ONNX export; interpolate the checkpoint it was exported from")
@@ -145,7 +149,10 @@ def blend_and_select(
     chosen = best.alpha if best is not None else alphas[0]
     provenance = {"interpolation": {"base": start.source, "tuned": found.source, "alpha": chosen,
                                     "selected_on": data, "tried": [[b.alpha, b.iou_mean] for b in tried]}}
-    save_checkpoint(best_net, Path(out), source=f"{found.source} blended with {start.source} at alpha {chosen:g}",
-                    spec=found.spec, extra=provenance)
+    try:
+        save_checkpoint(best_net, Path(out), source=f"{found.source} blended with {start.source} at alpha {chosen:g}",
+                        spec=found.spec, extra=provenance)
+    except OSError as err:  # a full disk, a read-only folder: the atomic write left nothing behind
+        raise ClearbgError(f"cannot write {out}: {err.strerror or err}") from err
     return best, tried
 
