@@ -175,6 +175,36 @@ def tiny_pairs_csv(tmp_path_factory, shared_data) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="session")
+def half_size_dataset(tmp_path_factory, shared_data) -> Callable[..., str]:
+    """``make(rows, split)``: the fashion ``rows`` (manifest rows) prepared at 32 px from half-size
+    copies of their photos and masks, all in ``split``. Evaluation scores the source photos at
+    full resolution, so halving them keeps the photos real and the tests fast."""
+    from PIL import Image
+
+    from clearbg.data.prepare import PrepareConfig, prepare_dataset
+
+    def make(rows, split: str) -> str:
+        root = shared_data / "fashion"
+        rows = rows.copy()
+        work = tmp_path_factory.mktemp("half-size")
+        for column, resample in (("image", Image.Resampling.BILINEAR), ("mask", Image.Resampling.NEAREST)):
+            (work / column).mkdir()
+            small = []
+            for rel in rows[column]:
+                out = work / column / f"{pathlib.Path(rel).stem}.png"
+                with Image.open(root / rel) as im:
+                    im.resize((im.width // 2, im.height // 2), resample).save(out)
+                small.append(str(out))
+            rows[column] = small
+        rows["split"] = split
+        rows.to_csv(work / "pairs.csv", index=False)
+        prepare_dataset(str(work / "pairs.csv"), str(work / "ds"), PrepareConfig(sizes=[(32, 32)]), workers=1)
+        return str(work / "ds")
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def fashion_photo(tiny_pairs):
     """One real fashion photo (RGB PIL image) from the tiny subset."""
     from PIL import Image

@@ -3,13 +3,11 @@ on the val split, and the written file registers like any checkpoint."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from clearbg.cli import cli
 from clearbg.errors import ClearbgError
@@ -67,10 +65,11 @@ def test_interpolation_mixes_functions_not_parameterisations(official, calibrate
 
 def test_interpolation_ends_are_the_two_networks(official, photos):
     tuned = create_model("u2netp").eval()
+    gen = torch.Generator().manual_seed(0)  # seeded: some draws saturate the sigmoid and hide the blend
     with torch.no_grad():
         for p in tuned.parameters():
             if p.numel() > 1:
-                p.add_(0.02 * p.std() * torch.randn_like(p))
+                p.add_(0.02 * p.std() * torch.randn(p.shape, generator=gen))
     torch.testing.assert_close(_out(interpolate_weights(official, tuned, 0.0), photos), _out(official, photos),
                                atol=1e-4, rtol=0)
     torch.testing.assert_close(_out(interpolate_weights(official, tuned, 1.0), photos), _out(tuned, photos),
@@ -86,26 +85,10 @@ def test_a_batchnorm_without_a_convolution_before_it_is_refused():
 
 
 @pytest.fixture(scope="module")
-def val_dataset(tmp_path_factory, shared_data) -> str:
+def val_dataset(shared_data, half_size_dataset) -> str:
     """3 real fashion pairs (half size) in the val split."""
-    from clearbg.data.prepare import PrepareConfig, prepare_dataset
-
-    root = shared_data / "fashion"
-    rows = pd.read_csv(root / "manifest.csv")
-    rows = rows[rows["tiny"] == 1].sort_values("id").head(3).reset_index(drop=True)
-    work = tmp_path_factory.mktemp("interpolate-data")
-    for column, resample in (("image", Image.Resampling.BILINEAR), ("mask", Image.Resampling.NEAREST)):
-        (work / column).mkdir()
-        small = []
-        for rel in rows[column]:
-            with Image.open(root / rel) as im:
-                im.resize((im.width // 2, im.height // 2), resample).save(work / column / f"{Path(rel).stem}.png")
-            small.append(str(work / column / f"{Path(rel).stem}.png"))
-        rows[column] = small
-    rows["split"] = "val"
-    rows.to_csv(work / "pairs.csv", index=False)
-    prepare_dataset(str(work / "pairs.csv"), str(work / "ds"), PrepareConfig(sizes=[(32, 32)]), workers=1)
-    return str(work / "ds")
+    rows = pd.read_csv(shared_data / "fashion" / "manifest.csv")
+    return half_size_dataset(rows[rows["tiny"] == 1].sort_values("id").head(3).reset_index(drop=True), "val")
 
 
 def test_cli_chooses_the_alpha_on_val_and_writes_a_loadable_blend(tmp_path, val_dataset, calibrated):

@@ -66,28 +66,11 @@ def uri(tmp_path_factory, home, make_mlflow_store) -> str:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory, shared_data) -> str:
-    """4 real fashion pairs, 2 product types, all in the test split. Evaluation scores the
-    source photos at full resolution, so the sources are half-size copies (fast, still real)."""
-    from clearbg.data.prepare import PrepareConfig, prepare_dataset
-
-    root = shared_data / "fashion"
-    rows = pd.read_csv(root / "manifest.csv")
+def dataset(shared_data, half_size_dataset) -> str:
+    """4 real fashion pairs, 2 product types, all in the test split, at half size."""
+    rows = pd.read_csv(shared_data / "fashion" / "manifest.csv")
     rows = rows[(rows["tiny"] == 1) & rows["product_type"].isin(["long_pants", "shorts"])]
-    rows = rows.sort_values("id").groupby("product_type").head(2).reset_index(drop=True)
-    work = tmp_path_factory.mktemp("registry-data")
-    for column, resample in (("image", Image.Resampling.BILINEAR), ("mask", Image.Resampling.NEAREST)):
-        (work / column).mkdir()
-        small = []
-        for rel in rows[column]:
-            with Image.open(root / rel) as im:
-                im.resize((im.width // 2, im.height // 2), resample).save(work / column / f"{Path(rel).stem}.png")
-            small.append(str(work / column / f"{Path(rel).stem}.png"))
-        rows[column] = small
-    rows["split"] = "test"
-    rows.to_csv(work / "pairs.csv", index=False)
-    prepare_dataset(str(work / "pairs.csv"), str(work / "ds"), PrepareConfig(sizes=[(32, 32)]), workers=1)
-    return str(work / "ds")
+    return half_size_dataset(rows.sort_values("id").groupby("product_type").head(2).reset_index(drop=True), "test")
 
 
 @pytest.fixture(scope="module")
