@@ -201,3 +201,23 @@ def test_augment_preview_rejects_a_bad_size(prepared, tmp_path):
     result = CliRunner().invoke(cli, ["augment-preview", prepared, "--out", str(tmp_path / "g.png"), "--size", "big"])
     assert result.exit_code != 0 and "--size" in result.output
     assert not (tmp_path / "g.png").exists()
+
+
+def test_augment_preview_takes_any_augmentation_setting(prepared, tmp_path):
+    from click.testing import CliRunner
+
+    from clearbg.cli import cli
+
+    runner = CliRunner()
+    base = ["augment-preview", prepared, "--n", "2", "--versions", "2", "--size", "96", "--set", "p_crop=0"]
+    plain = runner.invoke(cli, [*base, "--out", str(tmp_path / "plain.png")])
+    captions = runner.invoke(cli, [*base, "--set", "augment.p_caption=1", "--out", str(tmp_path / "captions.png")])
+    assert plain.exit_code == 0 and captions.exit_code == 0, plain.output + captions.output
+    a, b = (np.asarray(Image.open(tmp_path / f"{name}.png")) for name in ("plain", "captions"))
+    gap = 4
+    assert np.array_equal(a[:, : gap + 96], b[:, : gap + 96])  # the originals column is untouched
+    assert not np.array_equal(a, b)  # the augmented cells carry captions
+    for bad, says in (("p_flop=1", "unknown augmentation setting"), ("p_crop=abc", "--set"), ("p_crop", "KEY=VALUE")):
+        result = runner.invoke(cli, [*base, "--set", bad, "--out", str(tmp_path / "bad.png")])
+        assert result.exit_code != 0 and says in result.output, result.output
+    assert not (tmp_path / "bad.png").exists()

@@ -28,7 +28,9 @@ def _parse_size(value: str | None) -> tuple[int, int] | None:
 @click.option("--size", default=None, help="Cell size, 320 or 320x240 (default: the dataset's first prepared size).")
 @click.option("--strength", default=1.0, show_default=True, help="Augmentation strength (0 = none, 1 = training default).")
 @click.option("--split", default=None, help="Only pairs of this split (default: all).")
-def augment_preview_command(dataset, out, n, versions, seed, size, strength, split):
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Any augmentation setting, as training's augment.KEY, e.g. --set p_caption=1 --set p_crop=0.")
+def augment_preview_command(dataset, out, n, versions, seed, size, strength, split, overrides):
     """Write a PNG grid of augmented samples of DATASET so a person can check them.
 
     Each row is one pair: the original, then augmented versions, with the mask's outline in
@@ -37,12 +39,26 @@ def augment_preview_command(dataset, out, n, versions, seed, size, strength, spl
     \b
     Example:
       clearbg augment-preview prepared/ --out grid.png --n 8 --strength 1.5
+      clearbg augment-preview prepared/ --out grid.png --set p_caption=1 --set p_crop=0
     """
+    import yaml
+
+    from clearbg.data.augment import AugmentConfig
     from clearbg.data.dataset import write_augment_preview
 
+    settings: dict = {"strength": strength}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        settings[key.strip().removeprefix("augment.")] = yaml.safe_load(value)
+    try:
+        augment = AugmentConfig.from_dict(settings)
+    except (ValueError, TypeError) as err:  # TypeError: a value of the wrong kind (p_crop=abc)
+        raise click.BadParameter(str(err), param_hint="--set") from err
     try:
         ids = write_augment_preview(
-            dataset, out, n=n, versions=versions, seed=seed, size=_parse_size(size), strength=strength, split=split
+            dataset, out, n=n, versions=versions, seed=seed, size=_parse_size(size), split=split, augment=augment
         )
     except (ClearbgError, ValueError) as err:
         raise click.ClickException(str(err)) from err

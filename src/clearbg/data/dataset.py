@@ -220,6 +220,7 @@ def write_augment_preview(
     strength: float = 1.0,
     split: str | None = None,
     gap: int = 4,
+    augment: AugmentConfig | None = None,
 ) -> list[str]:
     """Write a PNG grid to look at augmentation: one row per sampled pair, the original then
     ``versions`` augmented versions, each with the mask's outline drawn in magenta.
@@ -234,9 +235,10 @@ def write_augment_preview(
         versions: augmented versions per pair (epochs 0..versions-1 of the dataset's rng).
         seed: picks the pairs and seeds the augmentation.
         size: output size per cell (see PairDataset).
-        strength: ``AugmentConfig.strength``.
+        strength: ``AugmentConfig.strength`` (when ``augment`` is not given).
         split: only rows of this split (None: all).
         gap: pixels between cells.
+        augment: the whole augmentation config (e.g. a training config's ``augment``).
 
     Returns:
         The ids shown, top to bottom.
@@ -246,7 +248,8 @@ def write_augment_preview(
     """
     from clearbg.imageio import encode_image
 
-    ds = PairDataset(dataset, split=split, size=size, augment=AugmentConfig(strength=strength), seed=seed)
+    augment = augment if augment is not None else AugmentConfig(strength=strength)
+    ds = PairDataset(dataset, split=split, size=size, augment=augment, seed=seed)
     rows = min(int(n), len(ds))
     picked = np.random.default_rng(seed).choice(len(ds), size=rows, replace=False)
     width, height = ds.size
