@@ -217,7 +217,14 @@ def test_augment_preview_takes_any_augmentation_setting(prepared, tmp_path):
     gap = 4
     assert np.array_equal(a[:, : gap + 96], b[:, : gap + 96])  # the originals column is untouched
     assert not np.array_equal(a, b)  # the augmented cells carry captions
-    for bad, says in (("p_flop=1", "unknown augmentation setting"), ("p_crop=abc", "--set"), ("p_crop", "KEY=VALUE")):
+    for bad, says in (("p_flop=1", "did you mean augment.p_flip"), ("p_crop=abc", "must be a number"),
+                      ("p_crop", "key=value")):
         result = runner.invoke(cli, [*base, "--set", bad, "--out", str(tmp_path / "bad.png")])
         assert result.exit_code != 0 and says in result.output, result.output
     assert not (tmp_path / "bad.png").exists()
+    # A training config's augmentation, as training will see it.
+    config = tmp_path / "train.yaml"
+    config.write_text("augment: {p_crop: 0.0, p_caption: 1.0}\n")
+    from_config = runner.invoke(cli, [*base[:-2], "--config", str(config), "--out", str(tmp_path / "config.png")])
+    assert from_config.exit_code == 0, from_config.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "config.png")), b)

@@ -72,13 +72,22 @@ def interpolate_weights(base: nn.Module, tuned: nn.Module, alpha: float) -> nn.M
     Raises:
         ClearbgError: the two networks are not the same architecture.
     """
-    a = fold_batchnorm(copy.deepcopy(base).float().eval())
-    b = fold_batchnorm(copy.deepcopy(tuned).float().eval())
+    return _lerp(_folded(base), _folded(tuned), alpha)
+
+
+def _folded(model: nn.Module) -> nn.Module:
+    return fold_batchnorm(copy.deepcopy(model).float().eval())
+
+
+@torch.no_grad()
+def _lerp(a: nn.Module, b: nn.Module, alpha: float) -> nn.Module:
+    """A new network whose weights are ``(1 - alpha) * a + alpha * b`` (both already folded)."""
     sa, sb = a.state_dict(), b.state_dict()
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
         raise ClearbgError("cannot interpolate between different architectures")
-    b.load_state_dict({k: torch.lerp(sa[k], sb[k], alpha) if sa[k].is_floating_point() else sb[k] for k in sa})
-    return b
+    out = copy.deepcopy(b)
+    out.load_state_dict({k: torch.lerp(sa[k], sb[k], alpha) if sa[k].is_floating_point() else sb[k] for k in sa})
+    return out
 
 
 @dataclass(frozen=True)
@@ -134,10 +143,11 @@ def blend_and_select(
     start = resolve(get_spec(found.spec.arch).name if base == "official" else base)
     if start.network is None:
         raise ClearbgError(f"{base} is an ONNX export; interpolate from a checkpoint")
+    a, b = _folded(start.network), _folded(found.network)  # once, whatever the number of alphas
     tried: list[Blend] = []
     best_net, best = None, None
     for alpha in alphas:
-        net = interpolate_weights(start.network, found.network, alpha)
+        net = _lerp(a, b, alpha)
         if data is None:
             best_net = net
             break
@@ -155,4 +165,3 @@ def blend_and_select(
     except OSError as err:  # a full disk, a read-only folder: the atomic write left nothing behind
         raise ClearbgError(f"cannot write {out}: {err.strerror or err}") from err
     return best, tried
-
